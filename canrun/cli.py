@@ -1,0 +1,160 @@
+"""The ``canrun`` command: ``check`` manifests, ``inspect`` an image.
+
+This is an edge of the program: every ``CanrunError`` becomes one line on
+stderr and exit status 2; nothing below prints or exits.  Exit status is part of
+the contract other tools rely on: 0 no error findings, 1 error findings,
+2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from canrun import __version__
+from canrun.config import RUNTIMES, Settings, open_engine
+from canrun.errors import CanrunError, UsageError
+from canrun.kube.manifests import load_objects
+from canrun.kube.scheduling import NodePool
+from canrun.kube.workloads import workloads_from_load
+from canrun.output import CheckRun
+from canrun.platform import Platform, parse_platforms
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors share the one error path."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platform", action="append", metavar="P[,P...]",
+                   help="node platforms (os/arch[/variant]); default linux/amd64")
+    p.add_argument("--runtime", choices=RUNTIMES, default="containerd",
+                   help="container runtime model for capabilities (default: containerd)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
+                   help="talk plain HTTP to this registry host[:port] (repeatable)")
+    p.add_argument("--ca-file", type=Path, help="extra CA bundle for registry TLS")
+    p.add_argument("--docker-config", type=Path, help="docker config.json with registry credentials")
+    p.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/canrun or $CANRUN_CACHE_DIR)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
+    p.add_argument("--timeout", type=float, default=30.0, help="registry timeout in seconds (default 30)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="canrun", description="Predict ContainerCannotRun before it happens.")
+    parser.add_argument("--version", action="version", version=f"canrun {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    check = sub.add_parser("check", help="check Kubernetes manifests against their images")
+    check.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+                       help="manifest file or directory (recursive); - reads stdin (repeatable)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.add_argument("--strict", action="store_true", help="images that cannot be read are errors")
+    check.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
+    _common(check)
+
+    inspect = sub.add_parser("inspect", help="show an image's platforms, config and how a path would exec")
+    inspect.add_argument("image")
+    inspect.add_argument("--path", action="append", default=[], help="path or command name to resolve "
+                         "(repeatable; default: the image's effective command)")
+    inspect.add_argument("--user", help="UID[:GID] to judge permissions for (default: the image USER)")
+    inspect.add_argument("--format", choices=("text", "json"), default="text")
+    _common(inspect)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
+    defaulted = not args.platform
+    platforms = tuple(parse_platforms(args.platform)) if args.platform else (Platform("linux", "amd64"),)
+    settings = Settings(
+        platforms=platforms, runtime=args.runtime, strict=getattr(args, "strict", False),
+        insecure_registries=tuple(args.insecure_registry), ca_file=args.ca_file,
+        docker_config=args.docker_config, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+        timeout=args.timeout)
+    return settings, defaulted
+
+
+class _Progress:
+    """A one-line progress counter on stderr, only when a person is watching."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and total > 1:
+            self.stream.write(f"\rcanrun: checked {done}/{total} workloads")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    settings, defaulted = _settings(args)
+    for path in args.filename:
+        if path != "-" and not Path(path).exists():
+            raise UsageError(f"{path}: no such file or directory")
+    loaded = load_objects(args.filename, stdin=sys.stdin)
+    workloads = workloads_from_load(loaded)
+    progress = _Progress(stderr)
+    async with open_engine(settings) as engine:
+        try:
+            report = await engine.validator.check(workloads.workloads, NodePool.from_platforms(settings.platforms),
+                                                  progress=progress)
+        finally:
+            progress.close()
+    run = CheckRun(report=report, platforms=list(settings.platforms), platforms_defaulted=defaulted,
+                   input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped),
+                   files=loaded.files)
+    if args.format == "json":
+        from canrun.output import json as fmt_json
+        stdout.write(fmt_json.render(run))
+    else:
+        from canrun.output import text as fmt_text
+        colour = stdout.isatty() and not os.environ.get("NO_COLOR")
+        stdout.write(fmt_text.render(run, colour=colour, verbose=args.verbose))
+    if run.input_errors:
+        stderr.write(f"canrun: {len(run.input_errors)} document(s) could not be read; first: {run.input_errors[0]}\n")
+        return EXIT_USAGE
+    return EXIT_FINDINGS if report.errors else EXIT_OK
+
+
+async def _inspect(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun.inspect import inspect_image, render_json, render_text
+
+    settings, _ = _settings(args)
+    async with open_engine(settings) as engine:
+        result = await inspect_image(engine, args.image, settings.platforms[0], paths=args.path, user=args.user)
+    stdout.write(render_json(result) if args.format == "json" else render_text(result))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"check": _check, "inspect": _inspect}[args.command]
+        return asyncio.run(handler(args, stdout, stderr))
+    except CanrunError as exc:
+        stderr.write(f"canrun: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stderr.write("canrun: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

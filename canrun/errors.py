@@ -1,0 +1,101 @@
+"""One exception tree for everything canrun can refuse or fail at.
+
+Library errors (httpx, yaml, zlib, json, OSError …) are mapped into this tree
+where they happen, with ``raise … from exc``, so that every edge — the CLI, the
+webhook, the audit run — turns any failure into one clear user message with
+``str(exc)`` and never shows a traceback::
+
+    CanrunError
+    ├── UsageError               bad flags, settings or config file (CLI exit 2)
+    ├── ManifestError            a Kubernetes manifest canrun cannot read
+    ├── InvalidReference         an image reference that does not parse
+    ├── RegistryError            anything between canrun and a registry
+    │   ├── RegistryUnreachable  DNS, connect, TLS, timeout, refused by the SSRF guard
+    │   ├── RegistryAuthError    401/403 after trying the credentials we have
+    │   ├── ImageNotFound        404 on the manifest (tag or digest unknown)
+    │   ├── RegistryHTTPError    any other unexpected status, after retries
+    │   └── UnsupportedManifest  schema 1, unknown media types, artifacts
+    ├── ImageCorrupt             content does not match its digest, broken JSON
+    └── LayerError               a layer that cannot be read safely
+        └── LimitExceeded        a configured limit (entries, bytes, header size, time) was hit
+
+``ImageCorrupt`` and the registry errors carry the rule id they map to
+(``image-corrupt``, ``image-unresolvable``), so the validator can turn them into
+findings without a table of its own.
+"""
+
+from __future__ import annotations
+
+
+class CanrunError(Exception):
+    """Base of every error canrun raises on purpose; ``str()`` is the user message."""
+
+    #: The rule a failure to read an image under this error is reported as.
+    rule: str = "image-unresolvable"
+
+
+class UsageError(CanrunError):
+    """The command line, settings or config file are wrong: nothing was checked."""
+
+
+class ManifestError(CanrunError):
+    """A manifest file or document that cannot be read as Kubernetes objects."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = source or "<input>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class InvalidReference(CanrunError):
+    """An image reference that does not follow the distribution reference grammar."""
+
+
+class RegistryError(CanrunError):
+    """Talking to a registry failed; the image could not be read."""
+
+    def __init__(self, message: str, *, host: str | None = None, status: int | None = None) -> None:
+        self.host = host
+        self.status = status
+        super().__init__(message)
+
+
+class RegistryUnreachable(RegistryError):
+    """No usable answer: DNS, connect, TLS, timeout, or a host the SSRF guard refuses."""
+
+
+class RegistryAuthError(RegistryError):
+    """The registry refused us (401/403) with the credentials available."""
+
+
+class ImageNotFound(RegistryError):
+    """The registry answered 404 for the manifest: the tag or digest does not exist."""
+
+
+class RegistryHTTPError(RegistryError):
+    """An unexpected HTTP status that retries did not cure."""
+
+
+class UnsupportedManifest(RegistryError):
+    """A manifest canrun cannot judge: schema 1, unknown media type, an artifact."""
+
+
+class ImageCorrupt(CanrunError):
+    """A manifest, config or layer does not match its digest, or is not what it claims."""
+
+    rule = "image-corrupt"
+
+
+class LayerError(CanrunError):
+    """A layer stream that cannot be indexed safely (bad compression, bad tar, hostile entries)."""
+
+    rule = "image-corrupt"
+
+
+class LimitExceeded(LayerError):
+    """A configured safety limit was reached; the image is not judged rather than trusted."""
+
+    rule = "image-unresolvable"

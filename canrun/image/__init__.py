@@ -1,0 +1,1 @@
+"""Reading an image without pulling it: manifests, layer indexes, the merged filesystem."""

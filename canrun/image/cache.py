@@ -1,0 +1,393 @@
+"""Content-addressed on-disk cache: layer indexes, verified blobs, short-lived tag lookups.
+
+Layout under the root (default ``$CANRUN_CACHE_DIR`` or ``~/.cache/canrun``)::
+
+    layers/sha256/<hex>.idx    LayerIndex, binary format below
+    blobs/sha256/<hex>         manifest/config bytes, re-verified against the name on read
+    tags/<sha256 of key>.json  {"key", "digest", "media_type", "stored"}: TTL-bound
+
+Concurrency: every write goes to a temp file in the target directory and is
+``os.replace``d into place, so a reader sees the old file, the new one or none,
+never a torn one — across processes and webhook replicas sharing a volume.
+Anything unreadable (truncated, corrupt, an older format version, a blob whose
+hash does not match) is a miss: the file is removed and the caller re-fetches.
+No fsync: a crash leaves at worst a corrupt file, which is a miss.
+
+Why not pickle or marshal: the directory may be shared, and both can be made to
+do harmful things (pickle runs code; marshal is documented as unsafe against
+malicious data).  The layer format is plain data — struct-packed records plus
+NUL-joined UTF-8 strings, zstd-compressed — decoded with ``struct.iter_unpack``
+and ``str.split``, so loading 60k entries is dominated by building the
+``Entry`` objects.  A forged index cannot execute anything, but it can lie
+about a layer's content: the cache directory must be writable only by the
+canrun user (it is created 0700).
+
+Size: ``max_bytes`` (default 2 GiB) bounds the directory; when a write finds
+the last pruning older than ``PRUNE_INTERVAL`` it deletes least-recently-used
+files (reads refresh mtime) down to 80% of the bound.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import zstandard
+
+from canrun.image.layer import make_entry
+from canrun.image.model import ElfInfo, Entry, EntryType, ExecInfo, LayerIndex, ScriptInfo, UnknownFormat
+
+FORMAT_MAGIC = b"CRLI"
+FORMAT_VERSION = 1
+DEFAULT_TAG_TTL = 300.0
+DEFAULT_MAX_BYTES = 2 << 30
+PRUNE_INTERVAL = 600.0
+
+_PREAMBLE = struct.Struct("<4sH")
+_SECTION = struct.Struct("<I")
+# type code, flags (bit 0: has link), mode, uid, gid, size
+_RECORD = struct.Struct("<BBHQQQ")
+_TYPE_CODES: dict[EntryType, int] = {t: i for i, t in enumerate(EntryType)}
+_TYPES_BY_CODE: list[EntryType] = list(EntryType)
+_HAS_LINK = 1
+
+_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+def default_root() -> Path:
+    env = os.environ.get("CANRUN_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "canrun"
+
+
+class _Corrupt(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- encoding
+def _exec_to_json(index: int, info: ExecInfo) -> list[object]:
+    if isinstance(info, ElfInfo):
+        return [index, "elf", info.elf_class, info.little_endian, info.machine, info.interpreter, info.elf_type]
+    if isinstance(info, ScriptInfo):
+        return [index, "script", info.interpreter, info.argument, info.line]
+    return [index, "unknown", info.magic.hex()]
+
+
+def _exec_from_json(item: list[object]) -> tuple[int, ExecInfo]:
+    index, kind = item[0], item[1]
+    if not isinstance(index, int):
+        raise _Corrupt("exec index")
+    if kind == "elf":
+        cls, little, machine, interp, etype = item[2:7]
+        return index, ElfInfo(int(cls), bool(little), int(machine), None if interp is None else str(interp), int(etype))  # type: ignore[arg-type]
+    if kind == "script":
+        interp, arg, line = item[2:5]
+        return index, ScriptInfo(str(interp), None if arg is None else str(arg), str(line))
+    if kind == "unknown":
+        return index, UnknownFormat(bytes.fromhex(str(item[2])))
+    raise _Corrupt(f"exec kind {kind!r}")
+
+
+def _enc(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def encode_index(index: LayerIndex) -> bytes:
+    """Serialise a LayerIndex (format documented in the module docstring)."""
+    records = bytearray()
+    pack = _RECORD.pack
+    codes = _TYPE_CODES
+    links: list[str] = []
+    execs: list[list[object]] = []
+    for i, e in enumerate(index.entries):
+        flags = 0
+        if e.link is not None:
+            flags |= _HAS_LINK
+            links.append(e.link)
+        if e.exec is not None:
+            execs.append(_exec_to_json(i, e.exec))
+        records += pack(codes[e.type], flags, e.mode & 0xFFFF, e.uid, e.gid, e.size)
+    file_names = list(index.files)
+    meta = {
+        "digest": index.digest,
+        "count": len(index.entries),
+        "exec": execs,
+        "files": [[name, len(index.files[name])] for name in file_names],
+    }
+    sections = [
+        json.dumps(meta, separators=(",", ":")).encode(),
+        bytes(records),
+        _enc("\0".join(e.path for e in index.entries)),
+        _enc("\0".join(links)),
+        b"".join(index.files[name] for name in file_names),
+    ]
+    payload = b"".join(_SECTION.pack(len(s)) + s for s in sections)
+    return _PREAMBLE.pack(FORMAT_MAGIC, FORMAT_VERSION) + zstandard.ZstdCompressor(level=3).compress(payload)
+
+
+def decode_index(blob: bytes, digest: str | None = None) -> LayerIndex:
+    """Inverse of ``encode_index``; raises ``_Corrupt`` on anything unexpected.
+
+    The cyclic GC is paused while the entries are built: tens of thousands of
+    new objects would otherwise trigger repeated full collections (~20% of
+    the load time) that cannot find anything — entries hold no cycles.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode_index(blob, digest)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
+    try:
+        magic, version = _PREAMBLE.unpack_from(blob)
+        if magic != FORMAT_MAGIC or version != FORMAT_VERSION:
+            raise _Corrupt("format")
+        payload = zstandard.ZstdDecompressor().decompress(blob[_PREAMBLE.size :], max_output_size=1 << 30)
+        sections: list[bytes] = []
+        pos = 0
+        for _ in range(5):
+            (length,) = _SECTION.unpack_from(payload, pos)
+            pos += _SECTION.size
+            if pos + length > len(payload):
+                raise _Corrupt("section")
+            sections.append(payload[pos : pos + length])
+            pos += length
+        if pos != len(payload):
+            raise _Corrupt("trailing data")
+        meta = json.loads(sections[0])
+        count = meta["count"]
+        if digest is not None and meta["digest"] != digest:
+            raise _Corrupt("digest")
+        if len(sections[1]) != count * _RECORD.size:
+            raise _Corrupt("records")
+        paths = sections[2].decode("utf-8", "surrogateescape").split("\0") if count else []
+        links = sections[3].decode("utf-8", "surrogateescape").split("\0")
+        if len(paths) != count:
+            raise _Corrupt("paths")
+        execs = dict(_exec_from_json(item) for item in meta["exec"])
+        types = _TYPES_BY_CODE
+        entries: list[Entry] = []
+        append = entries.append
+        new = make_entry
+        link_iter = iter(links)
+        get_exec = execs.get
+        for i, (path, (code, flags, mode, uid, gid, size)) in enumerate(zip(paths, _RECORD.iter_unpack(sections[1]))):
+            link = next(link_iter) if flags & _HAS_LINK else None
+            append(new(path, types[code], mode, uid, gid, size, link, get_exec(i)))
+        files: dict[str, bytes] = {}
+        data = sections[4]
+        offset = 0
+        for name, size in meta["files"]:
+            files[str(name)] = data[offset : offset + size]
+            offset += size
+        if offset != len(data):
+            raise _Corrupt("files")
+        return LayerIndex(digest=str(meta["digest"]), entries=entries, files=files)
+    except _Corrupt:
+        raise
+    except (
+        struct.error,
+        zstandard.ZstdError,
+        ValueError,  # JSON, UnicodeDecodeError, bytes.fromhex
+        KeyError,
+        IndexError,
+        TypeError,
+        StopIteration,
+    ) as exc:
+        raise _Corrupt(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- cache
+class Cache:
+    """The on-disk cache.  Every method is safe to call from several processes at once."""
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        tag_ttl: float = DEFAULT_TAG_TTL,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.tag_ttl = tag_ttl
+        self.max_bytes = max_bytes
+
+    # ------------------------------------------------------------ layer indexes
+    def get_layer(self, digest: str) -> LayerIndex | None:
+        path = self._content_path("layers", digest, ".idx")
+        if path is None:
+            return None
+        data = self._read(path)
+        if data is None:
+            return None
+        try:
+            return decode_index(data, digest)
+        except _Corrupt:
+            self._discard(path)
+            return None
+
+    def put_layer(self, index: LayerIndex) -> None:
+        path = self._content_path("layers", index.digest, ".idx")
+        if path is not None:
+            self._write(path, encode_index(index))
+
+    # ------------------------------------------------------------ blobs
+    def get_blob(self, digest: str) -> bytes | None:
+        """A manifest or config by digest, re-hashed on read: a tampered file is a miss."""
+        path = self._content_path("blobs", digest, "")
+        if path is None:
+            return None
+        data = self._read(path)
+        if data is None:
+            return None
+        algorithm, _, expected = digest.partition(":")
+        if _HASHES[algorithm](data).hexdigest() != expected:
+            self._discard(path)
+            return None
+        return data
+
+    def put_blob(self, digest: str, data: bytes) -> None:
+        """Store verified content; content that does not match ``digest`` is refused (ValueError)."""
+        path = self._content_path("blobs", digest, "")
+        if path is None:
+            return
+        algorithm, _, expected = digest.partition(":")
+        if _HASHES[algorithm](data).hexdigest() != expected:
+            raise ValueError(f"refusing to cache content that does not match {digest}")
+        self._write(path, data)
+
+    # ------------------------------------------------------------ tags
+    def get_tag(self, key: str, *, ttl: float | None = None) -> tuple[str, str] | None:
+        """(digest, media type) stored for a tag reference less than ``ttl`` seconds ago."""
+        path = self._tag_path(key)
+        data = self._read(path, touch=False)
+        if data is None:
+            return None
+        try:
+            record = json.loads(data)
+            stored, digest, media_type = float(record["stored"]), record["digest"], record["media_type"]
+            if record["key"] != key or not isinstance(digest, str) or not isinstance(media_type, str):
+                raise ValueError("mismatched record")
+        except (ValueError, KeyError, TypeError):
+            self._discard(path)
+            return None
+        age = time.time() - stored
+        if age > (self.tag_ttl if ttl is None else ttl) or age < -60:
+            return None
+        return digest, media_type
+
+    def put_tag(self, key: str, digest: str, media_type: str) -> None:
+        record = {"key": key, "digest": digest, "media_type": media_type, "stored": time.time()}
+        self._write(self._tag_path(key), json.dumps(record).encode())
+
+    # ------------------------------------------------------------ housekeeping
+    def prune(self, max_bytes: int | None = None) -> int:
+        """Delete least-recently-used files until the cache is under ``max_bytes``; returns bytes freed."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        if limit is None:
+            return 0
+        files: list[tuple[float, int, Path]] = []
+        for sub in ("layers", "blobs", "tags"):
+            base = self.root / sub
+            if not base.is_dir():
+                continue
+            for dirpath, _dirs, names in os.walk(base):
+                for name in names:
+                    p = Path(dirpath) / name
+                    try:
+                        st = p.stat()
+                    except OSError:
+                        continue
+                    files.append((st.st_mtime, st.st_size, p))
+        total = sum(size for _, size, _ in files)
+        freed = 0
+        if total <= limit:
+            return 0
+        target = int(limit * 0.8)
+        for _mtime, size, p in sorted(files):
+            if total - freed <= target:
+                break
+            try:
+                p.unlink()
+                freed += size
+            except OSError:
+                pass
+        return freed
+
+    def _maybe_prune(self) -> None:
+        if self.max_bytes is None:
+            return
+        marker = self.root / ".pruned"
+        try:
+            if time.time() - marker.stat().st_mtime < PRUNE_INTERVAL:
+                return
+        except OSError:
+            pass
+        try:
+            marker.touch()
+        except OSError:
+            return
+        self.prune()
+
+    # ------------------------------------------------------------ files
+    def _content_path(self, kind: str, digest: str, suffix: str) -> Path | None:
+        if not _DIGEST.match(digest):
+            return None  # never cache under a name we did not validate (path traversal, odd algorithms)
+        algorithm, _, hexpart = digest.partition(":")
+        return self.root / kind / algorithm / (hexpart + suffix)
+
+    def _tag_path(self, key: str) -> Path:
+        return self.root / "tags" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+
+    def _read(self, path: Path, *, touch: bool = True) -> bytes | None:
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if touch and self.max_bytes is not None:
+            try:
+                os.utime(path)  # LRU for prune()
+            except OSError:
+                pass
+        return data
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Atomic replace; a cache that cannot be written is not an error, only slower."""
+        try:
+            if not path.parent.is_dir():
+                self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError:
+            return
+        self._maybe_prune()
+
+    def _discard(self, path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass

@@ -1,0 +1,237 @@
+"""From a reference to a judged-ready image view, reading each byte at most once.
+
+The store is where the registry, the layer indexer and the caches meet:
+
+* a tag is resolved to a digest with a HEAD (free on Docker Hub) and remembered
+  for a short TTL; everything below is keyed by digest and so cached forever;
+* manifests and configs are small: kept in memory and on disk;
+* layers are streamed, indexed and dropped; only their ``LayerIndex`` is kept,
+  on disk by layer digest, so a base layer shared by fifty images is read once;
+* concurrent requests for the same digest share one in-flight task
+  (single-flight), which is what lets the webhook answer a burst of identical
+  admissions with one registry round trip;
+* the layers of one image are fetched and indexed concurrently, bounded by a
+  semaphore so a 40-layer image does not open 40 connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from canrun.errors import ImageCorrupt, UnsupportedManifest
+from canrun.image.cache import Cache
+from canrun.image.fs import MergedFS
+from canrun.image.layer import index_layer
+from canrun.image.limits import Limits
+from canrun.image.manifest import ImageIndex, ImageManifest, layer_compression, parse_manifest, select_manifest
+from canrun.image.model import ImageConfig, LayerIndex
+from canrun.platform import Platform
+from canrun.registry.base import Descriptor, RegistryBackend
+from canrun.registry.reference import Reference
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What a reference points at: an index of platform manifests, or one image manifest."""
+
+    reference: Reference
+    descriptor: Descriptor
+    index: ImageIndex | None
+    manifest: ImageManifest | None
+
+    @property
+    def platforms(self) -> list[Platform]:
+        if self.index is None:
+            return []
+        return [d.platform for d in self.index.images() if d.platform is not None]
+
+
+@dataclass
+class ImageView:
+    """One platform's image, ready to be judged: its config and merged filesystem."""
+
+    reference: Reference
+    digest: str  # the platform manifest's digest
+    index_digest: str | None
+    config: ImageConfig
+    layers: list[LayerIndex]
+    layer_digests: list[str] = field(default_factory=list)
+    _fs: MergedFS | None = None
+
+    @property
+    def platform(self) -> Platform | None:
+        return self.config.platform
+
+    @property
+    def fs(self) -> MergedFS:
+        if self._fs is None:
+            self._fs = MergedFS.from_layers(self.layers)
+        return self._fs
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The manifest a node of ``node`` would pull for a reference, or why there is none."""
+
+    resolved: ResolvedImage
+    node: Platform
+    descriptor: Descriptor | None  # None: the index has no entry this node accepts
+    single_platform: bool  # not an index: containerd pulls it whatever its platform
+
+
+class _SingleFlight:
+    """Share one in-flight coroutine per key between concurrent callers."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[Any, asyncio.Task[Any]] = {}
+
+    async def run(self, key: Any, make: Callable[[], Awaitable[T]]) -> T:
+        task = self._tasks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(make())
+            self._tasks[key] = task
+            task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))
+        # shield: one caller giving up (a webhook deadline) must not cancel the shared work
+        return await asyncio.shield(task)
+
+
+class ImageStore:
+    """Resolve references and build image views through the registry backend and the caches."""
+
+    def __init__(self, backend: RegistryBackend, *, cache: Cache | None = None, limits: Limits | None = None,
+                 layer_concurrency: int = 4, memory_views: int = 64) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.limits = limits or Limits()
+        self._flight = _SingleFlight()
+        self._layer_slots = asyncio.Semaphore(layer_concurrency)
+        self._views: OrderedDict[str, ImageView] = OrderedDict()
+        self._memory_views = memory_views
+        self._layers: OrderedDict[str, LayerIndex] = OrderedDict()
+        self.stats = {"layers_fetched": 0, "layers_cached": 0, "manifests_fetched": 0}
+
+    # -- references ---------------------------------------------------------------------------
+
+    async def resolve(self, ref: Reference) -> ResolvedImage:
+        return await self._flight.run(("resolve", str(ref)), lambda: self._resolve(ref))
+
+    async def _resolve(self, ref: Reference) -> ResolvedImage:
+        descriptor = await self._top_descriptor(ref)
+        body = await self._manifest_body(ref, descriptor)
+        parsed = parse_manifest(descriptor, body)
+        if isinstance(parsed, ImageIndex):
+            return ResolvedImage(ref, descriptor, parsed, None)
+        return ResolvedImage(ref, descriptor, None, parsed)
+
+    async def _top_descriptor(self, ref: Reference) -> Descriptor:
+        key = f"{ref.registry}/{ref.repository}:{ref.tag}"
+        if ref.digest is None and self.cache is not None:
+            hit = self.cache.get_tag(key)
+            if hit is not None:
+                digest, media_type = hit
+                return Descriptor(media_type=media_type, digest=digest, size=-1)
+        descriptor = await self.backend.resolve(ref)
+        if ref.digest is None and self.cache is not None:
+            self.cache.put_tag(key, descriptor.digest, descriptor.media_type)
+        return descriptor
+
+    async def _manifest_body(self, ref: Reference, descriptor: Descriptor) -> bytes:
+        if self.cache is not None:
+            cached = self.cache.get_blob(descriptor.digest)
+            if cached is not None:
+                return cached
+        fetched, body = await self.backend.manifest(ref, descriptor.digest)
+        self.stats["manifests_fetched"] += 1
+        if self.cache is not None:
+            self.cache.put_blob(fetched.digest, body)
+        return body
+
+    async def select(self, ref: Reference, node: Platform) -> Selection:
+        resolved = await self.resolve(ref)
+        if resolved.index is None:
+            return Selection(resolved, node, resolved.descriptor, single_platform=True)
+        return Selection(resolved, node, select_manifest(resolved.index, node), single_platform=False)
+
+    # -- views --------------------------------------------------------------------------------
+
+    async def view(self, selection: Selection) -> ImageView:
+        """The view of the manifest a selection names (which must not be None)."""
+        if selection.descriptor is None:
+            raise UnsupportedManifest(f"{selection.resolved.reference} has no image for {selection.node}")
+        digest = selection.descriptor.digest
+        cached = self._views.get(digest)
+        if cached is not None:
+            self._views.move_to_end(digest)
+            return cached
+        view = await self._flight.run(("view", digest), lambda: self._build_view(selection))
+        self._views[digest] = view
+        while len(self._views) > self._memory_views:
+            self._views.popitem(last=False)
+        return view
+
+    async def _build_view(self, selection: Selection) -> ImageView:
+        ref = selection.resolved.reference
+        descriptor = selection.descriptor
+        assert descriptor is not None
+        if selection.resolved.manifest is not None and descriptor.digest == selection.resolved.descriptor.digest:
+            manifest = selection.resolved.manifest
+        else:
+            parsed = parse_manifest(descriptor, await self._manifest_body(ref, descriptor))
+            if not isinstance(parsed, ImageManifest):
+                raise UnsupportedManifest(f"{ref}: index entry {descriptor.digest} is not an image manifest")
+            manifest = parsed
+        config_bytes = await self._config_blob(ref, manifest.config)
+        try:
+            config_doc = json.loads(config_bytes)
+        except ValueError as exc:
+            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is not valid JSON") from exc
+        if not isinstance(config_doc, dict):
+            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is not a JSON object")
+        config = ImageConfig.from_json(config_doc)
+        layers = await asyncio.gather(*(self._layer(ref, d) for d in manifest.layers))
+        index_digest = None if selection.single_platform else selection.resolved.descriptor.digest
+        return ImageView(ref, descriptor.digest, index_digest, config, list(layers),
+                         [d.digest for d in manifest.layers])
+
+    async def _config_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:
+        if self.cache is not None:
+            cached = self.cache.get_blob(descriptor.digest)
+            if cached is not None:
+                return cached
+        body = await self.backend.blob(ref, descriptor.digest, max_size=self.limits.max_config_bytes)
+        if self.cache is not None:
+            self.cache.put_blob(descriptor.digest, body)
+        return body
+
+    async def _layer(self, ref: Reference, descriptor: Descriptor) -> LayerIndex:
+        hit = self._layers.get(descriptor.digest)
+        if hit is not None:
+            return hit
+        index = await self._flight.run(("layer", descriptor.digest), lambda: self._fetch_layer(ref, descriptor))
+        self._layers[descriptor.digest] = index
+        while len(self._layers) > 4 * self._memory_views:
+            self._layers.popitem(last=False)
+        return index
+
+    async def _fetch_layer(self, ref: Reference, descriptor: Descriptor) -> LayerIndex:
+        if self.cache is not None:
+            cached = await asyncio.to_thread(self.cache.get_layer, descriptor.digest)
+            if cached is not None:
+                self.stats["layers_cached"] += 1
+                return cached
+        compression = layer_compression(descriptor.media_type)
+        async with self._layer_slots:
+            async with self.backend.stream_blob(ref, descriptor.digest) as chunks:
+                index = await index_layer(chunks, digest=descriptor.digest, compression=compression,
+                                          limits=self.limits)
+        self.stats["layers_fetched"] += 1
+        if self.cache is not None:
+            await asyncio.to_thread(self.cache.put_layer, index)
+        return index

@@ -1,0 +1,1 @@
+"""Talking to OCI distribution registries: references, credentials, the HTTP client."""

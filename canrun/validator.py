@@ -1,0 +1,203 @@
+"""The engine: workloads × the node platforms they can land on → findings.
+
+Every front end (the webhook, ``canrun check``, ``canrun audit``) hands plain
+``Workload`` data and a ``NodePool`` to ``Validator.check`` and formats what
+comes back; nothing here knows about HTTP, YAML or Kubernetes API objects.
+
+The validator's own job is the part no single check can do: deciding which
+image manifest each node platform would pull, turning "could not read the
+image" into findings (``image-unresolvable``/``image-corrupt``/
+``platform-missing``), stamping every finding with where it came from, folding
+the same finding seen on several platforms into one, and honouring
+``canrun.io/skip`` exemptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from canrun.checks import check_container
+from canrun.checks.context import ExecContext
+from canrun.errors import CanrunError, InvalidReference
+from canrun.findings import Finding, Severity, finding, sort_key
+from canrun.image.store import ImageStore, ImageView, Selection
+from canrun.kube.scheduling import NodePool, platforms_for
+from canrun.platform import Platform
+from canrun.registry.reference import Reference
+from canrun.spec import Container, Workload
+
+SKIP_ANNOTATION = "canrun.io/skip"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Report:
+    """What one validation run found, plus the counts the summaries print."""
+
+    findings: list[Finding] = field(default_factory=list)
+    #: Findings removed by a ``canrun.io/skip`` annotation (kept so exemptions stay visible).
+    suppressed: list[Finding] = field(default_factory=list)
+    workloads: int = 0
+    containers: int = 0
+    images: set[str] = field(default_factory=set)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.WARNING]
+
+    def extend(self, other: Report) -> None:
+        self.findings += other.findings
+        self.suppressed += other.suppressed
+        self.workloads += other.workloads
+        self.containers += other.containers
+        self.images |= other.images
+
+
+def skipped_rules(annotations: dict[str, str]) -> frozenset[str]:
+    """Rule ids a ``canrun.io/skip`` annotation exempts (``all`` exempts every rule)."""
+    raw = annotations.get(SKIP_ANNOTATION, "")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+class Validator:
+    """Judge workloads against their images; one instance serves many requests."""
+
+    def __init__(self, store: ImageStore, *, runtime: str = "containerd", strict: bool = False) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.strict = strict
+
+    async def check(self, workloads: Sequence[Workload], pool: NodePool, *,
+                    progress: Progress | None = None) -> Report:
+        """Judge every workload; images shared between workloads are read once."""
+        report = Report()
+        done = 0
+
+        async def one(workload: Workload) -> Report:
+            nonlocal done
+            result = await self.check_workload(workload, pool)
+            done += 1
+            if progress is not None:
+                progress(done, len(workloads))
+            return result
+
+        for result in await asyncio.gather(*(one(w) for w in workloads)):
+            report.extend(result)
+        report.findings.sort(key=sort_key)
+        return report
+
+    async def check_workload(self, workload: Workload, pool: NodePool) -> Report:
+        report = Report(workloads=1, containers=len(workload.pod.containers))
+        placement = platforms_for(workload.pod, pool)
+        context = {"resource": workload.resource, "source": workload.source}
+        found: list[Finding] = []
+        if not placement.platforms:
+            found.append(finding("not-verified",
+                                 placement.note or "no node of the given platforms can take this pod",
+                                 **context))
+        else:
+            per_container = await asyncio.gather(
+                *(self._check_container(workload, c, placement.platforms) for c in workload.pod.containers))
+            for container, results in zip(workload.pod.containers, per_container):
+                report.images.add(container.image)
+                found += results
+        skip = skipped_rules(workload.annotations)
+        for f in found:
+            if "all" in skip or f.rule in skip:
+                report.suppressed.append(f)
+            else:
+                report.findings.append(f)
+        return report
+
+    async def _check_container(self, workload: Workload, container: Container,
+                               platforms: Sequence[Platform]) -> list[Finding]:
+        context = {"resource": workload.resource, "container": container.name, "image": container.image,
+                   "source": container.source if container.source.file else workload.source}
+        try:
+            ref = Reference.parse(container.image)
+        except InvalidReference as exc:
+            return [self._unreadable(exc, **context)]
+        results = await asyncio.gather(*(self._check_on(workload, container, ref, p, context) for p in platforms),
+                                       return_exceptions=True)
+        found: list[Finding] = []
+        failures: dict[str, Finding] = {}
+        for platform, result in zip(platforms, results):
+            if isinstance(result, CanrunError):
+                # the same unreadable image is one finding, not one per platform
+                failures.setdefault(str(result), self._unreadable(result, platform=str(platform), **context))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                found += result
+        return fold_platforms(found + list(failures.values()))
+
+    async def _check_on(self, workload: Workload, container: Container, ref: Reference, node: Platform,
+                        context: dict[str, object]) -> list[Finding]:
+        selection = await self.store.select(ref, node)
+        if selection.descriptor is None:
+            available = ", ".join(str(p) for p in selection.resolved.platforms) or "none"
+            return [finding(
+                "platform-missing",
+                f"the image has no build for {node} (it has: {available}); nodes of that platform fail with "
+                f"exec format error",
+                platform=str(node), digest=selection.resolved.descriptor.digest,
+                evidence={"available": [str(p) for p in selection.resolved.platforms]}, **context)]
+        view = await self.store.view(selection)
+        ctx = ExecContext(container=container, pod=workload.pod, config=view.config, fs=view.fs,
+                          node=node, image_platform=view.platform or node, runtime=self.runtime)
+        results = check_container(ctx)
+        results = self._single_platform_verdict(selection, view, node, results)
+        return [replace(f, platform=str(node), digest=view.digest, **_missing(f, context)) for f in results]
+
+    def _single_platform_verdict(self, selection: Selection, view: ImageView, node: Platform,
+                                 results: list[Finding]) -> list[Finding]:
+        """A single-manifest image is pulled whatever its platform; judge it by its config and code.
+
+        containerd does not platform-check an image without an index, so a
+        mislabeled config alone never fails; what fails is the code.  If the
+        exec checks already proved a format problem, that is the finding; if
+        the config names a platform this node cannot run and the checks found
+        nothing to contradict it, report the platform mismatch.
+        """
+        image_platform = view.platform
+        if not selection.single_platform or image_platform is None or node.match_rank(image_platform) is not None:
+            return results
+        if any(f.rule == "exec-format" for f in results):
+            return results
+        if any(f.evidence.get("elf_runs_on_node") for f in results):
+            return results
+        return results + [finding(
+            "platform-missing",
+            f"the image is built for {image_platform} only (no index); nodes of platform {node} fail with "
+            f"exec format error",
+            evidence={"image_platform": str(image_platform)})]
+
+    def _unreadable(self, exc: CanrunError, **context: object) -> Finding:
+        rule = exc.rule
+        severity = Severity.ERROR if (self.strict or rule == "image-corrupt") else None
+        return finding(rule, str(exc), severity=severity, **context)  # type: ignore[arg-type]
+
+
+def _missing(f: Finding, context: dict[str, object]) -> dict[str, object]:
+    """Context fields a check left empty."""
+    return {k: v for k, v in context.items() if getattr(f, k) in (None, {})}
+
+
+def fold_platforms(findings: list[Finding]) -> list[Finding]:
+    """Merge findings that differ only by platform into one naming every platform."""
+    merged: dict[tuple[object, ...], Finding] = {}
+    for f in findings:
+        key = (f.rule, f.severity, f.message, f.container, f.image)
+        prior = merged.get(key)
+        if prior is None:
+            merged[key] = f
+        elif f.platform and prior.platform and f.platform not in prior.platform.split(","):
+            merged[key] = replace(prior, platform=f"{prior.platform},{f.platform}")
+    return list(merged.values())
