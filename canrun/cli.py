@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,10 +18,6 @@ from typing import TextIO
 from canrun import __version__
 from canrun.config import RUNTIMES, Settings, open_engine
 from canrun.errors import CanrunError, UsageError
-from canrun.kube.manifests import load_objects
-from canrun.kube.scheduling import NodePool
-from canrun.kube.workloads import workloads_from_load
-from canrun.output import CheckRun
 from canrun.platform import Platform, parse_platforms
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -55,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     check = sub.add_parser("check", help="check Kubernetes manifests against their images")
-    check.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+    check.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
                        help="manifest file or directory (recursive); - reads stdin (repeatable)")
-    check.add_argument("--format", choices=("text", "json"), default="text")
-    check.add_argument("--strict", action="store_true", help="images that cannot be read are errors")
-    check.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
+    check.add_argument("paths", nargs="*", metavar="PATH", help="more manifests, as with -f (for pre-commit)")
+    from canrun.output import command as check_command
+    check_command.add_arguments(check)
     _common(check)
+    # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
+    check.set_defaults(runtime=None, timeout=None)
 
     inspect = sub.add_parser("inspect", help="show an image's platforms, config and how a path would exec")
     inspect.add_argument("image")
@@ -69,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--user", help="UID[:GID] to judge permissions for (default: the image USER)")
     inspect.add_argument("--format", choices=("text", "json"), default="text")
     _common(inspect)
+
+    from canrun.audit import command as audit_command
+    audit = sub.add_parser("audit", help="judge every workload running in a cluster; PolicyReports, html, markdown")
+    audit_command.add_arguments(audit)
+    _common(audit)
+
+    from canrun.webhook import command as serve_command
+    serve = sub.add_parser("serve", help="run the validating admission webhook (HTTPS)")
+    serve_command.add_arguments(serve)
+    _common(serve)
+
+    from canrun import certs
+    certs.add_arguments(sub.add_parser("certs", help="write a CA, a serving certificate, a Secret manifest and "
+                                       "the webhook caBundle for manual TLS setup"))
     return parser
 
 
@@ -102,33 +113,38 @@ class _Progress:
 
 
 async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    settings, defaulted = _settings(args)
-    for path in args.filename:
-        if path != "-" and not Path(path).exists():
-            raise UsageError(f"{path}: no such file or directory")
-    loaded = load_objects(args.filename, stdin=sys.stdin)
-    workloads = workloads_from_load(loaded)
+    from canrun.output import command as check_command
+
     progress = _Progress(stderr)
-    async with open_engine(settings) as engine:
-        try:
-            report = await engine.validator.check(workloads.workloads, NodePool.from_platforms(settings.platforms),
-                                                  progress=progress)
-        finally:
-            progress.close()
-    run = CheckRun(report=report, platforms=list(settings.platforms), platforms_defaulted=defaulted,
-                   input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped),
-                   files=loaded.files)
-    if args.format == "json":
-        from canrun.output import json as fmt_json
-        stdout.write(fmt_json.render(run))
-    else:
-        from canrun.output import text as fmt_text
-        colour = stdout.isatty() and not os.environ.get("NO_COLOR")
-        stdout.write(fmt_text.render(run, colour=colour, verbose=args.verbose))
-    if run.input_errors:
-        stderr.write(f"canrun: {len(run.input_errors)} document(s) could not be read; first: {run.input_errors[0]}\n")
-        return EXIT_USAGE
-    return EXIT_FINDINGS if report.errors else EXIT_OK
+    try:
+        return await check_command.run(args, stdout=stdout, stderr=stderr, progress=progress)
+    finally:
+        progress.close()
+
+
+async def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun.audit import command as audit_command
+
+    settings, defaulted = _settings(args)
+    progress = _Progress(stderr)
+    try:
+        return await audit_command.run(args, settings, stdout=stdout, stderr=stderr, progress=progress,
+                                       platforms_given=not defaulted)
+    finally:
+        progress.close()
+
+
+async def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun.webhook import command as serve_command
+
+    settings, defaulted = _settings(args)
+    return await serve_command.run_from_args(args, settings, platforms_given=not defaulted)
+
+
+async def _certs(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun import certs
+
+    return certs.run_command(args, stdout)
 
 
 async def _inspect(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -146,7 +162,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     stderr = stderr or sys.stderr
     try:
         args = build_parser().parse_args(argv)
-        handler = {"check": _check, "inspect": _inspect}[args.command]
+        handler = {"check": _check, "inspect": _inspect, "audit": _audit, "serve": _serve,
+                   "certs": _certs}[args.command]
         return asyncio.run(handler(args, stdout, stderr))
     except CanrunError as exc:
         stderr.write(f"canrun: {exc}\n")

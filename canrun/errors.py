@@ -15,6 +15,8 @@ webhook, the audit run — turns any failure into one clear user message with
     │   ├── ImageNotFound        404 on the manifest (tag or digest unknown)
     │   ├── RegistryHTTPError    any other unexpected status, after retries
     │   └── UnsupportedManifest  schema 1, unknown media types, artifacts
+    ├── ClusterError             the Kubernetes API is unreachable, refuses us, or has no such config
+    │   └── ClusterConflict      a write lost a race (409): re-read and decide again
     ├── ImageCorrupt             content does not match its digest, broken JSON
     └── LayerError               a layer that cannot be read safely
         └── LimitExceeded        a configured limit (entries, bytes, header size, time) was hit
@@ -81,6 +83,18 @@ class RegistryHTTPError(RegistryError):
 
 class UnsupportedManifest(RegistryError):
     """A manifest canrun cannot judge: schema 1, unknown media type, an artifact."""
+
+
+class ClusterError(CanrunError):
+    """The Kubernetes API could not be used: no config, unreachable, forbidden, or an unexpected answer."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class ClusterConflict(ClusterError):
+    """A create or update lost a race with another writer (HTTP 409); the caller re-reads."""
 
 
 class ImageCorrupt(CanrunError):

@@ -131,6 +131,8 @@ class NodeSelectorRequirement:
     key: str
     operator: str
     values: tuple[str, ...] = ()
+    #: A ``matchFields`` requirement: ``key`` names a node field (``metadata.name``), not a label.
+    match_field: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class Limits:
     max_path_length: int = 4096
     #: Largest KEPT_FILES member (/etc/passwd, /etc/group) kept in the index.
     max_kept_file_size: int = 4 * MIB
+    #: Largest image config blob read whole (real configs are a few KiB; huge history lists reach ~1 MiB).
+    max_config_bytes: int = 8 * MIB
     #: Bytes kept from the start of every executable (enough for the ELF program headers).
     exec_head_size: int = 64 * KIB
     #: Wall-clock seconds for indexing one layer, waiting for the network included.

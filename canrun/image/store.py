@@ -228,7 +228,7 @@ class ImageStore:
                 return cached
         compression = layer_compression(descriptor.media_type)
         async with self._layer_slots:
-            async with self.backend.stream_blob(ref, descriptor.digest) as chunks:
+            async with self.backend.stream_blob(ref, descriptor.digest, descriptor.size) as chunks:
                 index = await index_layer(chunks, digest=descriptor.digest, compression=compression,
                                           limits=self.limits)
         self.stats["layers_fetched"] += 1

@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from canrun.platform import Platform
+
+if TYPE_CHECKING:
+    from canrun.registry.reference import Reference
 
 
 @dataclass(frozen=True)
@@ -31,17 +34,27 @@ class Descriptor:
 
 
 class RegistryBackend(Protocol):
-    async def resolve(self, ref: "Reference") -> Descriptor:  # noqa: F821 - see reference.py
-        """Tag or digest -> the descriptor of the top manifest (index or image manifest)."""
+    async def resolve(self, ref: Reference) -> Descriptor:
+        """Tag or digest -> the descriptor of the top manifest (index or image manifest).
 
-    async def manifest(self, ref: "Reference", digest: str | None = None) -> tuple[Descriptor, bytes]:  # noqa: F821
+        For a digest reference this may cost no request at all: the descriptor
+        then has ``media_type == ""`` and ``size == -1`` (the manifest body says the rest).
+        """
+
+    async def manifest(self, ref: Reference, digest: str | None = None) -> tuple[Descriptor, bytes]:
         """The manifest body for ``digest`` (or the reference's own tag/digest), verified."""
 
-    async def blob(self, ref: "Reference", digest: str, *, max_size: int) -> bytes:  # noqa: F821
+    async def blob(self, ref: Reference, digest: str, *, max_size: int) -> bytes:
         """A small blob (image config) read whole and verified; refuses more than ``max_size`` bytes."""
 
-    def stream_blob(self, ref: "Reference", digest: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:  # noqa: F821
-        """A large blob (layer) as chunks; the iterator raises ImageCorrupt at its end on a digest mismatch."""
+    def stream_blob(self, ref: Reference, digest: str,
+                    size: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """A large blob (layer) as chunks, verified at its end (ImageCorrupt on a digest mismatch).
+
+        ``size`` is the descriptor's size: a body longer than that is cut off as
+        ImageCorrupt rather than read to the end (a registry cannot make us read
+        more than the manifest promised).
+        """
 
     async def aclose(self) -> None:
         ...

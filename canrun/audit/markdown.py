@@ -1,0 +1,80 @@
+"""The audit as Markdown: for a ticket, a wiki page or a scheduled job's summary.
+
+Rendered from the same document as the JSON and HTML reports.  Table cells
+escape ``|`` and newlines so an odd message cannot break the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from canrun.audit.document import audit_document
+from canrun.audit.model import AuditRun
+
+MAX_FINDINGS = 200
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _resource(res: dict[str, Any] | None) -> str:
+    if not res:
+        return ""
+    ns = f"{res['namespace']}/" if res.get("namespace") else ""
+    return f"{res.get('kind', '')} {ns}{res.get('name', '')}"
+
+
+def render_document(doc: dict[str, Any]) -> str:
+    s = doc["summary"]
+    scope = doc["scope"]
+    ns = scope["namespaces"] if isinstance(scope["namespaces"], str) else ", ".join(scope["namespaces"])
+    out = [
+        "# canrun audit",
+        "",
+        f"**{s['errors']} errors, {s['warnings']} warnings** in {s['failing_workloads']} of {s['workloads']} "
+        f"workloads ({s['images']} images, {s['namespaces']} namespaces; {s['infos']} notes, "
+        f"{s['suppressed']} exempted).",
+        "",
+        f"Namespaces: {_cell(ns)}" + (f" · selector `{_cell(scope['labelSelector'])}`" if scope.get("labelSelector")
+                                       else "")
+        + f" · platforms: {', '.join(doc['platforms'])} ({doc['platforms_source']}) · {doc['finished']}",
+        "",
+    ]
+    if doc["by_rule"]:
+        out += ["## By rule", "", "| severity | rule | what fails | findings | workloads |", "|---|---|---|--:|--:|"]
+        out += [f"| {r['severity']} | [`{r['rule']}`]({r['docs_url']}) | {_cell(r['title'])} | {r['findings']} | "
+                f"{r['workloads']} |" for r in doc["by_rule"]]
+        out.append("")
+    if doc["by_namespace"]:
+        out += ["## By namespace", "", "| namespace | errors | warnings | notes | failing | workloads |",
+                "|---|--:|--:|--:|--:|--:|"]
+        out += [f"| {_cell(n['namespace'] or '(cluster)')} | {n['error']} | {n['warning']} | {n['info']} | "
+                f"{n['failing']} | {n['workloads']} |" for n in doc["by_namespace"]]
+        out.append("")
+    if doc["offenders"]:
+        out += ["## Worst offenders", "", "| workload | errors | warnings | rules |", "|---|--:|--:|---|"]
+        out += [f"| {_cell(o['label'])} | {o['error']} | {o['warning']} | {', '.join(o['rules'])} |"
+                for o in doc["offenders"][:25]]
+        out.append("")
+    findings = [f for f in doc["findings"] if f["severity"] != "info"]
+    if findings:
+        out += ["## Findings", "", "| severity | rule | workload | container | platform | finding | fix |",
+                "|---|---|---|---|---|---|---|"]
+        for f in findings[:MAX_FINDINGS]:
+            out.append(f"| {f['severity']} | `{f['rule']}` | {_cell(_resource(f.get('resource')))} | "
+                       f"{_cell(f.get('container'))} | {_cell(f.get('platform'))} | {_cell(f['message'])} | "
+                       f"{_cell(f.get('hint'))} |")
+        if len(findings) > MAX_FINDINGS:
+            out.append(f"\n… and {len(findings) - MAX_FINDINGS} more (use `--format json` or `--format html`).")
+        out.append("")
+    else:
+        out += ["Every workload can start: no error or warning.", ""]
+    if doc["unreadable"]:
+        out += ["## Objects canrun could not read", ""] + [f"- {_cell(u)}" for u in doc["unreadable"]] + [""]
+    return "\n".join(out)
+
+
+def render(run: AuditRun) -> str:
+    return render_document(audit_document(run))

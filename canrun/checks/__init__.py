@@ -1,0 +1,27 @@
+"""The checks: pure functions of an ``ExecContext`` returning findings.
+
+``check_container`` runs them in the order the runtime fails: the process
+(no command), the user (kubelet's runAsNonRoot, the runtime's passwd lookup),
+then runc's lookup and the kernel's execve.  A container that cannot be
+created (no command, unknown user) is not judged further, because nothing
+after that point would run.
+"""
+
+from __future__ import annotations
+
+from canrun.checks.context import ExecContext
+from canrun.checks.exec import check_exec
+from canrun.findings import Finding
+
+
+def check_container(ctx: ExecContext) -> list[Finding]:
+    """Every finding for one container on one node platform."""
+    process, process_notes = ctx.process
+    identity, user_findings = ctx.identity
+    found = list(process_notes) + list(user_findings)
+    if process is None or identity is None:
+        return found
+    return found + check_exec(ctx)
+
+
+__all__ = ["ExecContext", "check_container"]

@@ -1,0 +1,240 @@
+"""``.canrun.yaml``: a repository's checked-in settings for ``canrun check``.
+
+Found by walking up from the working directory (like ``.editorconfig``), or
+named with ``--config``.  Command-line flags win over the file, the file wins
+over built-in defaults.  The format is documented in docs/configuration-file.md::
+
+    platforms: [linux/amd64, linux/arm64]
+    runtime: containerd
+    strict: false
+    timeout: 30
+    registries:
+      insecure: [registry.local:5000]
+      ca_file: certs/ca.pem          # relative paths are relative to this file
+      docker_config: ~/.docker/config.json
+      mirrors:
+        docker.io: mirror.example.com/dockerhub
+    rules:
+      not-verified: off
+      image-unresolvable: error
+
+Every mistake is one line naming the file and the key
+(``/repo/.canrun.yaml: rules.command-nt-found: unknown rule id …``), because a
+CI job that silently ignores a typo in its policy is worse than one that stops.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+
+from canrun.config import RUNTIMES
+from canrun.errors import UsageError
+from canrun.findings import RULES, Severity
+from canrun.platform import Platform
+
+FILENAMES = (".canrun.yaml", ".canrun.yml")
+LEVELS = ("error", "warning", "info", "off")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9A-Fa-f:.]+\](?::[0-9]+)?")
+_HUB_ALIASES = {"index.docker.io": "docker.io", "registry-1.docker.io": "docker.io"}
+
+
+def _level(value: object) -> object:
+    # YAML 1.1 reads a bare `off` / `no` as false: that is what the user meant by it
+    if value is False:
+        return "off"
+    return value.lower() if isinstance(value, str) else value
+
+
+def _platform_list(value: object) -> object:
+    # `platforms: linux/amd64,linux/arm64` reads like the --platform flag; accept it
+    return [p for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+
+
+class _Registries(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    insecure: list[str] = Field(default_factory=list)
+    ca_file: str | None = None
+    docker_config: str | None = None
+    mirrors: dict[str, str] = Field(default_factory=dict)
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    platforms: Annotated[list[str] | None, BeforeValidator(_platform_list)] = None
+    runtime: Literal[RUNTIMES] | None = None  # type: ignore[valid-type]
+    strict: StrictBool | None = None
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+    registries: _Registries = Field(default_factory=_Registries)
+    rules: dict[str, Annotated[Literal["error", "warning", "info", "off"], BeforeValidator(_level)]] = Field(
+        default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """A loaded ``.canrun.yaml`` (all None/empty when there is none): plain data for the CLI to merge."""
+
+    path: Path | None = None
+    platforms: tuple[Platform, ...] | None = None
+    runtime: str | None = None
+    strict: bool | None = None
+    timeout: float | None = None
+    insecure_registries: tuple[str, ...] = ()
+    ca_file: Path | None = None
+    docker_config: Path | None = None
+    #: registry host -> mirror ``host[:port][/path-prefix]`` read instead.
+    mirrors: dict[str, str] = field(default_factory=dict)
+    #: rule id -> severity, or None for a rule that is turned off.
+    rules: dict[str, Severity | None] = field(default_factory=dict)
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest ``.canrun.yaml`` (or ``.yml``) in ``start`` or any directory above it."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        for name in FILENAMES:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def discover(cwd: Path) -> FileConfig:
+    found = find_config(cwd)
+    return load_config(found) if found else FileConfig()
+
+
+def load_config(path: Path) -> FileConfig:
+    """Read and validate one config file; every problem is a one-line UsageError naming file and key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read the config file: {exc}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{where}: not valid YAML: {problem}") from exc
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise UsageError(f"{path}: expected a mapping of settings at the top level, got {type(doc).__name__}")
+    try:
+        model = _File.model_validate(doc)
+    except ValidationError as exc:
+        raise UsageError(f"{path}: {_first_error(exc)}") from None
+    return _convert(path, model)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = _loc(tuple(p for p in first["loc"] if not str(p).startswith("function-")))
+    if first["type"] == "extra_forbidden":
+        parent = first["loc"][:-1]
+        known = _known_keys(parent)
+        hint = _suggest(str(first["loc"][-1]), known)
+        message = f"{loc}: unknown key{hint}"
+    elif first["type"] == "literal_error" and first["loc"][:1] == ("rules",):
+        message = f"{loc}: expected one of {', '.join(LEVELS)}, got {first['input']!r}"
+    else:
+        msg = first["msg"]
+        msg = re.sub(r"^Input should be", "expected", msg)
+        msg = re.sub(r"^Value error, ", "", msg)
+        message = f"{loc}: {msg}, got {first['input']!r}"
+    more = len(errors) - 1
+    return message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = _Registries if parent == ("registries",) else _File
+    return list(model.model_fields)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    return f" (known keys: {', '.join(choices)})"
+
+
+def _convert(path: Path, model: _File) -> FileConfig:
+    base = path.parent
+
+    def relative(value: str | None) -> Path | None:
+        if not value:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (base / p)
+
+    platforms = None
+    if model.platforms is not None:
+        if not model.platforms:
+            raise UsageError(f"{path}: platforms: give at least one os/arch, or leave the key out")
+        parsed = []
+        for i, text in enumerate(model.platforms):
+            try:
+                parsed.append(Platform.parse(text))
+            except UsageError as exc:
+                raise UsageError(f"{path}: platforms[{i}]: {exc}") from None
+        platforms = tuple(parsed)
+
+    rules: dict[str, Severity | None] = {}
+    for rule_id, level in model.rules.items():
+        if rule_id not in RULES:
+            hint = _suggest(rule_id, list(RULES))
+            hint = hint if "did you mean" in hint else f" (known: {', '.join(RULES)})"
+            raise UsageError(f"{path}: rules.{rule_id}: unknown rule id{hint}")
+        rules[rule_id] = None if level == "off" else Severity(level)
+
+    for i, host in enumerate(model.registries.insecure):
+        _check_host(path, f"registries.insecure[{i}]", host)
+    mirrors: dict[str, str] = {}
+    for registry, mirror in model.registries.mirrors.items():
+        _check_host(path, f"registries.mirrors.{registry}", registry)
+        host, _, prefix = mirror.partition("/")
+        if "://" in mirror:
+            raise UsageError(f"{path}: registries.mirrors.{registry}: write host[:port][/path], not a URL "
+                             f"({mirror!r})")
+        _check_host(path, f"registries.mirrors.{registry}", host)
+        mirrors[_HUB_ALIASES.get(registry.lower(), registry.lower())] = f"{host}/{prefix.strip('/')}".rstrip("/")
+
+    return FileConfig(
+        path=path, platforms=platforms, runtime=model.runtime, strict=model.strict, timeout=model.timeout,
+        insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
+        docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules)
+
+
+def _check_host(path: Path, key: str, host: str) -> None:
+    if not _HOST.fullmatch(host):
+        raise UsageError(f"{path}: {key}: {host!r} is not a registry host[:port]")
+
+
+def rules_with_flags(rules: dict[str, Severity | None], *, strict_flag: bool | None) -> dict[str, Severity | None]:
+    """An explicit ``--strict``/``--no-strict`` decides image-unresolvable's severity over the file's rules."""
+    if strict_flag is None:
+        return dict(rules)
+    return {k: v for k, v in rules.items() if k != "image-unresolvable"}
+
+
+__all__ = ["FILENAMES", "FileConfig", "discover", "find_config", "load_config", "rules_with_flags"]

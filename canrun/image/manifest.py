@@ -1,0 +1,173 @@
+"""Manifests and indexes (OCI and Docker), and the choice containerd makes among index entries.
+
+Four document types matter: the OCI image index and Docker manifest list
+(several platform images), and the OCI image manifest and Docker v2 schema 2
+manifest (one image: a config and layers).  Docker schema 1 is refused: no
+current runtime pulls it and it has no content-addressed config.
+
+An index also carries entries that are not images a node would ever pull:
+BuildKit's attestation manifests (platform ``unknown/unknown``, annotation
+``vnd.docker.reference.type: attestation-manifest``) and OCI artifacts
+(``artifactType``, or a non-image media type).  ``ImageIndex.images()`` leaves
+them out, so they never count as "the image has a build for this platform".
+
+The media type is taken from the body first (``mediaType``), then from the
+descriptor the registry gave, then from the document's shape, because OCI
+manifests may omit ``mediaType`` and a cached tag lookup may not know it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from canrun.errors import ImageCorrupt, UnsupportedManifest
+from canrun.platform import Platform
+from canrun.registry.base import Descriptor
+from canrun.registry.mediatypes import (ACCEPT, CONFIG_TYPES, DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST,  # noqa: F401
+                                        DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, INDEX_TYPES, MANIFEST_TYPES,
+                                        OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, SCHEMA1_TYPES)
+
+
+_LAYER_COMPRESSION: dict[str, Literal["gzip", "zstd", "none"]] = {
+    "application/vnd.oci.image.layer.v1.tar": "none",
+    "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar": "none",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd": "zstd",
+}
+#: Layers the registry does not hold (Windows base layers, "nondistributable" ones): not fetchable.
+FOREIGN_LAYER_TYPES = frozenset({
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+})
+ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """An OCI index or Docker manifest list."""
+
+    descriptor: Descriptor
+    manifests: list[Descriptor]
+
+    def images(self) -> list[Descriptor]:
+        """The entries a node could pull: image manifests with a real platform, no attestations or artifacts."""
+        return [d for d in self.manifests if is_image_entry(d)]
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    """One image: its config blob and its layers, bottom first."""
+
+    descriptor: Descriptor
+    config: Descriptor
+    layers: list[Descriptor]
+
+
+def is_image_entry(d: Descriptor) -> bool:
+    if d.media_type not in MANIFEST_TYPES or d.artifact_type:
+        return False
+    if d.annotations.get(ATTESTATION_ANNOTATION) == "attestation-manifest":
+        return False
+    if d.platform is not None and (d.platform.os, d.platform.architecture) == ("unknown", "unknown"):
+        return False
+    return True
+
+
+def select_manifest(index: ImageIndex, node: Platform) -> Descriptor | None:
+    """The entry a node of ``node`` pulls: best ``match_rank``, index order breaking ties; None if none fits."""
+    best: tuple[int, int, Descriptor] | None = None
+    for position, d in enumerate(index.images()):
+        if d.platform is None:
+            continue
+        rank = node.match_rank(d.platform)
+        if rank is not None and (best is None or (rank, position) < best[:2]):
+            best = (rank, position, d)
+    return best[2] if best else None
+
+
+def layer_compression(media_type: str) -> Literal["gzip", "zstd", "none", "auto"]:
+    """How a layer is compressed, from its media type; ``auto`` (sniff the bytes) for types we don't know.
+
+    Raises UnsupportedManifest for foreign/nondistributable layers: the registry
+    does not hold them, so the image cannot be judged from it.
+    """
+    if media_type in FOREIGN_LAYER_TYPES:
+        raise UnsupportedManifest(
+            f"layer media type {media_type} is a foreign (non-distributable) layer that registries do not serve; "
+            f"canrun cannot read it")
+    return _LAYER_COMPRESSION.get(media_type, "auto")
+
+
+def parse_manifest(descriptor: Descriptor, body: bytes) -> ImageIndex | ImageManifest:
+    """Parse a manifest or index body fetched for ``descriptor`` (already digest-verified)."""
+    where = descriptor.digest or "manifest"
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ImageCorrupt(f"manifest {where} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ImageCorrupt(f"manifest {where} is not a JSON object")
+    media_type = doc.get("mediaType") or descriptor.media_type or ""
+    if doc.get("schemaVersion") == 1 or media_type in SCHEMA1_TYPES:
+        raise UnsupportedManifest(
+            f"manifest {where} is Docker schema 1, which current runtimes no longer pull; rebuild or re-push the "
+            f"image with a current tool")
+    if not isinstance(media_type, str):
+        raise ImageCorrupt(f"manifest {where}: mediaType is not a string")
+    if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+        if "manifests" in doc and media_type in ("", "application/json"):
+            media_type = OCI_INDEX
+        elif "config" in doc and "layers" in doc and media_type in ("", "application/json"):
+            media_type = OCI_MANIFEST
+        else:
+            raise UnsupportedManifest(f"manifest {where} has media type {media_type or '(none)'}, "
+                                      f"which is not a container image")
+    top = replace(descriptor, media_type=media_type)
+    if media_type in INDEX_TYPES:
+        entries = doc.get("manifests")
+        if not isinstance(entries, list):
+            raise ImageCorrupt(f"index {where} has no manifests list")
+        return ImageIndex(top, [_descriptor(e, f"index {where}") for e in entries])
+    artifact_type = doc.get("artifactType")
+    config = _descriptor(doc.get("config"), f"manifest {where} config")
+    if artifact_type or config.media_type not in CONFIG_TYPES:
+        kind = artifact_type or config.media_type
+        raise UnsupportedManifest(f"manifest {where} is an artifact ({kind}), not a container image")
+    layers_doc = doc.get("layers")
+    if not isinstance(layers_doc, list):
+        raise ImageCorrupt(f"manifest {where} has no layers list")
+    layers = [_descriptor(e, f"manifest {where} layer") for e in layers_doc]
+    for layer in layers:
+        layer_compression(layer.media_type)  # refuse foreign layers up front
+    return ImageManifest(top, config, layers)
+
+
+def _descriptor(doc: Any, where: str) -> Descriptor:
+    if not isinstance(doc, dict):
+        raise ImageCorrupt(f"{where}: descriptor is not an object")
+    media_type, digest, size = doc.get("mediaType"), doc.get("digest"), doc.get("size")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        # also what keeps hostile digests ("../..") out of registry URLs
+        raise ImageCorrupt(f"{where}: invalid digest {str(digest)[:80]!r}")
+    if not isinstance(media_type, str):
+        raise ImageCorrupt(f"{where}: descriptor {digest} has no mediaType")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ImageCorrupt(f"{where}: descriptor {digest} has an invalid size")
+    platform = None
+    pdoc = doc.get("platform")
+    if isinstance(pdoc, dict):
+        platform = Platform.from_dict(pdoc)
+    annotations = doc.get("annotations")
+    annotations = {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {}
+    artifact_type = doc.get("artifactType")
+    return Descriptor(media_type=media_type, digest=digest, size=size, platform=platform, annotations=annotations,
+                      artifact_type=artifact_type if isinstance(artifact_type, str) and artifact_type else None)

@@ -1,0 +1,190 @@
+"""The body of ``canrun check``: settings (flags over ``.canrun.yaml`` over defaults), inputs, engine, report.
+
+Kept out of ``cli.py`` (which parses flags and owns the one error path) so the
+check command's wiring lives with its formats.  Nothing here catches
+``CanrunError``: a bad config file, an unreachable cluster or an unwritable
+``--output`` reaches the CLI and becomes one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from canrun.config import DEFAULT_PLATFORMS, Settings, apply_rule_overrides, open_engine
+from canrun.config_file import FileConfig, discover, load_config, rules_with_flags
+from canrun.errors import UsageError
+from canrun.kube.scheduling import NodePool, platforms_for
+from canrun.output import FORMATS, CheckRun, targets_for
+from canrun.platform import Platform, parse_platforms
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+Progress = Callable[[int, int], None]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The check-only flags (the engine flags shared with audit/serve come from the CLI)."""
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="report format (default: text): json, sarif (code scanning), github (workflow "
+                        "annotations), junit (test reports), markdown (PR comment)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the report to FILE; the terminal still gets the text report")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="settings file (default: the nearest .canrun.yaml from the working directory up)")
+    p.add_argument("--kubeconfig", help="read node platforms and labels from this cluster (--platform wins)")
+    p.add_argument("--context", help="kubeconfig context for --kubeconfig (implies the default kubeconfig)")
+    p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
+                   help="images that cannot be read are errors (default: warnings, or the config file's)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
+
+
+def file_config(args: argparse.Namespace, cwd: Path) -> FileConfig:
+    return load_config(args.config) if args.config else discover(cwd)
+
+
+def settings_from(args: argparse.Namespace, cfg: FileConfig) -> tuple[Settings, bool]:
+    """Settings from flags, then the config file, then defaults; and whether the platforms were defaulted."""
+    if args.platform:
+        platforms, defaulted = tuple(parse_platforms(args.platform)), False
+    elif cfg.platforms:
+        platforms, defaulted = cfg.platforms, False
+    else:
+        platforms, defaulted = DEFAULT_PLATFORMS, True
+    strict = args.strict if args.strict is not None else bool(cfg.strict)
+    settings = Settings(
+        platforms=platforms,
+        runtime=args.runtime or cfg.runtime or "containerd",
+        strict=strict,
+        insecure_registries=tuple(dict.fromkeys([*args.insecure_registry, *cfg.insecure_registries])),
+        ca_file=args.ca_file or cfg.ca_file,
+        docker_config=args.docker_config or cfg.docker_config,
+        cache_dir=args.cache_dir,
+        use_cache=not args.no_cache,
+        timeout=args.timeout if args.timeout is not None else (cfg.timeout or 30.0),
+        registry_mirrors=dict(cfg.mirrors),
+        rule_overrides=rules_with_flags(cfg.rules, strict_flag=args.strict),
+    )
+    return settings, defaulted
+
+
+async def cluster_pool(kubeconfig: str | None, context: str | None) -> tuple[NodePool, list[Platform], str]:
+    """The cluster's nodes as a NodePool, their distinct platforms, and a phrase saying where they came from."""
+    from canrun.kube.client import Cluster, load_api_client
+
+    def read() -> tuple[list, str]:  # type: ignore[type-arg]
+        cluster = Cluster(load_api_client(kubeconfig, context))
+        try:
+            return cluster.list_nodes(), cluster.host
+        finally:
+            cluster.close()
+
+    nodes, host = await asyncio.to_thread(read)
+    if not nodes:
+        raise UsageError(f"the cluster at {host} lists no nodes with a known platform: pass --platform")
+    platforms = sorted({n.platform for n in nodes}, key=str)
+    where = f"context {context}" if context else f"the cluster at {host}"
+    return NodePool.from_nodes(nodes), platforms, f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} of {where}"
+
+
+def source_root(cwd: Path) -> Path:
+    """The repository root (nearest directory with ``.git``), which SARIF and annotations are relative to."""
+    for directory in (cwd, *cwd.parents):
+        if (directory / ".git").exists():
+            return directory
+    return cwd
+
+
+def render(run: CheckRun, fmt: str, *, verbose: bool, colour: bool, cwd: Path) -> str:
+    if fmt == "json":
+        from canrun.output import json as fmt_json
+        return fmt_json.render(run)
+    if fmt == "sarif":
+        from canrun.output import sarif
+        return sarif.render(run, root=source_root(cwd), cwd=cwd)
+    if fmt == "github":
+        from canrun.output import github
+        return github.render(run, root=source_root(cwd), cwd=cwd, verbose=verbose)
+    if fmt == "junit":
+        from canrun.output import junit
+        return junit.render(run)
+    if fmt == "markdown":
+        from canrun.output import markdown
+        return markdown.render(run, verbose=verbose)
+    from canrun.output import text
+    return text.render(run, colour=colour, verbose=verbose)
+
+
+async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin: TextIO | None = None,
+              progress: Progress | None = None) -> int:
+    from canrun.kube.manifests import load_objects
+    from canrun.kube.workloads import workloads_from_load
+    from canrun.output import text
+
+    paths = [*args.filename, *getattr(args, "paths", [])]
+    if not paths:
+        raise UsageError("canrun check: the following arguments are required: -f/--filename PATH "
+                         "(a file, a directory, or - for stdin)")
+    cwd = Path.cwd()
+    cfg = file_config(args, cwd)
+    settings, defaulted = settings_from(args, cfg)
+    for path in paths:
+        if path != "-" and not Path(path).exists():
+            raise UsageError(f"{path}: no such file or directory")
+
+    platforms_from = None
+    if not args.platform and (args.kubeconfig or args.context):
+        pool, cluster_platforms, platforms_from = await cluster_pool(args.kubeconfig, args.context)
+        settings.platforms, defaulted = tuple(cluster_platforms), False
+    else:
+        pool = NodePool.from_platforms(settings.platforms)
+
+    loaded = load_objects(paths, stdin=stdin or sys.stdin)
+    workloads = workloads_from_load(loaded)
+    async with open_engine(settings) as engine:
+        report = await engine.validator.check(workloads.workloads, pool, progress=progress)
+    report = apply_rule_overrides(report, settings.rule_overrides)
+    checkrun = CheckRun(
+        report=report, platforms=list(settings.platforms), platforms_defaulted=defaulted,
+        input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,
+        targets=targets_for(workloads.workloads, lambda w: platforms_for(w.pod, pool).platforms),
+        platforms_from=platforms_from)
+
+    colour = text.wants_colour(stdout)
+    if args.output and args.output != "-":
+        body = render(checkrun, args.format, verbose=args.verbose, colour=False, cwd=cwd)
+        _write(Path(args.output), body)
+        stdout.write(text.render(checkrun, colour=colour, verbose=args.verbose))
+        stderr.write(f"canrun: wrote the {args.format} report to {args.output}\n")
+    else:
+        stdout.write(render(checkrun, args.format, verbose=args.verbose, colour=colour, cwd=cwd))
+    if checkrun.input_errors:
+        stderr.write(f"canrun: {len(checkrun.input_errors)} document(s) could not be read; "
+                     f"first: {checkrun.input_errors[0]}\n")
+        return EXIT_USAGE
+    return EXIT_FINDINGS if report.errors else EXIT_OK
+
+
+def _write(path: Path, body: str) -> None:
+    """Write the report whole or not at all: a CI step must never upload half a SARIF file.
+
+    Special files (``/dev/stdout``, a pipe) cannot be replaced by a rename, so they are written directly.
+    """
+    if path.exists() and not path.is_file():
+        try:
+            with path.open("w", encoding="utf-8") as fh:
+                fh.write(body)
+            return
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write the report: {exc.strerror or exc}") from exc
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write the report: {exc.strerror or exc}") from exc

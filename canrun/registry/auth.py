@@ -1,0 +1,344 @@
+"""Registry credentials: where they come from, which host they belong to, and how they are kept quiet.
+
+Sources, in the order the client consults them:
+
+1. the keychain of the current request (``use_keychain``): the webhook sets the
+   pod's imagePullSecrets here, so one tenant's secret is only used for the
+   admission request that carries it;
+2. the operator's docker ``config.json``: ``auths`` entries (``auth`` base64,
+   ``username``/``password``, ``identitytoken``), ``credHelpers`` per host and
+   the ``credsStore`` default, the latter two through ``docker-credential-<name>
+   get`` exactly as docker runs them;
+3. anonymous.
+
+Host matching is docker's: a key is reduced to its hostname (scheme and path
+dropped), and every Docker Hub spelling (``https://index.docker.io/v1/``,
+``index.docker.io``, ``registry-1.docker.io``) means ``docker.io``.  A
+credential is only ever returned for the host it was stored under.
+
+Credential helpers are only taken from a config *file* the operator chose,
+never from a pull secret: a pod must not be able to make canrun run
+``docker-credential-<anything>``.  A helper that is missing, fails, hangs or
+prints nonsense gives no credential and a debug log line — never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from canrun.errors import UsageError
+
+log = logging.getLogger("canrun.registry")
+
+HELPER_TIMEOUT = 10.0
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_HUB_KEYS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+#: The server URL docker hands a credential helper for Docker Hub.
+HUB_HELPER_URL = "https://index.docker.io/v1/"
+
+
+@dataclass(frozen=True, repr=False)
+class Credential:
+    """A username with a password, or with an identity (refresh) token. Never printed."""
+
+    username: str = ""
+    password: str = ""
+    identity_token: str | None = None
+
+    def __repr__(self) -> str:
+        kind = "identity-token" if self.identity_token else "password"
+        return f"Credential(username={self.username!r}, {kind}=<redacted>)"
+
+    __str__ = __repr__
+
+    @property
+    def fingerprint(self) -> str:
+        """A one-way tag for cache keys: tokens obtained with one credential are never reused for another."""
+        material = "\0".join((self.username, self.password, self.identity_token or ""))
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def normalize_host(key: str) -> str:
+    """Docker's ConvertToHostname, plus the Docker Hub aliases: ``https://index.docker.io/v1/`` -> ``docker.io``."""
+    host = key.strip()
+    for scheme in ("https://", "http://"):
+        if host.lower().startswith(scheme):
+            host = host[len(scheme):]
+            break
+    host = host.split("/", 1)[0].lower()
+    return "docker.io" if host in _HUB_KEYS else host
+
+
+@dataclass
+class Keychain:
+    """Credentials by registry host (normalised), plus optional credential helpers."""
+
+    entries: dict[str, Credential] = field(default_factory=dict)
+    #: host -> helper name (``credHelpers``); only from an operator's config file.
+    helpers: dict[str, str] = field(default_factory=dict)
+    #: the ``credsStore`` default helper; only from an operator's config file.
+    default_helper: str | None = None
+    helper_timeout: float = HELPER_TIMEOUT
+    _helper_results: dict[str, Credential | None] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Keychain(hosts={sorted(self.entries)}, helpers={self.helpers}, default_helper={self.default_helper!r})"
+
+    @property
+    def needs_subprocess(self) -> bool:
+        """Whether a lookup may run a helper (so async callers should use a thread)."""
+        return bool(self.helpers or self.default_helper)
+
+    def lookup(self, host: str) -> Credential | None:
+        """The credential stored for ``host`` (any docker spelling), or None."""
+        key = normalize_host(host)
+        cred = self.entries.get(key)
+        if cred is not None:
+            return cred
+        helper = self.helpers.get(key) or self.default_helper
+        if helper is None:
+            return None
+        with self._lock:
+            if key not in self._helper_results:
+                self._helper_results[key] = run_helper(helper, key, timeout=self.helper_timeout)
+            return self._helper_results[key]
+
+    def merge(self, other: Keychain) -> Keychain:
+        """A keychain consulting this one first, then ``other`` (entries of ``self`` win per host)."""
+        return Keychain(entries={**other.entries, **self.entries}, helpers={**other.helpers, **self.helpers},
+                        default_helper=self.default_helper or other.default_helper,
+                        helper_timeout=min(self.helper_timeout, other.helper_timeout))
+
+    @classmethod
+    def from_docker_config(cls, source: str | os.PathLike[str] | Mapping[str, Any] | bytes,
+                           *, helpers: bool | None = None) -> Keychain:
+        """Read a docker ``config.json`` (a path, its parsed dict, or its bytes).
+
+        Both shapes are accepted: ``{"auths": {...}}`` and the legacy ``.dockercfg``
+        map of host -> entry.  ``helpers`` (default: only for a path) decides whether
+        ``credHelpers``/``credsStore`` are honoured.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read docker config {path}: {exc.strerror or exc}") from exc
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise UsageError(f"docker config {path} is not valid JSON: {exc}") from exc
+            allow = True if helpers is None else helpers
+        elif isinstance(source, bytes):
+            try:
+                data = json.loads(source)
+            except ValueError as exc:
+                raise UsageError(f"docker config is not valid JSON: {exc}") from exc
+            allow = bool(helpers)
+        else:
+            data = source
+            allow = bool(helpers)
+        if not isinstance(data, Mapping):
+            raise UsageError("docker config must be a JSON object")
+        auths = data.get("auths")
+        if isinstance(auths, Mapping):
+            entries_src: Mapping[str, Any] = auths
+        elif auths is None and not ({"credHelpers", "credsStore"} & set(data)):
+            entries_src = data  # legacy .dockercfg: host -> entry at top level
+        else:
+            entries_src = {}
+        chain = cls()
+        for key, entry in entries_src.items():
+            cred = _credential_from_entry(str(key), entry)
+            if cred is not None:
+                chain.entries.setdefault(normalize_host(str(key)), cred)
+        if allow:
+            for key, name in (data.get("credHelpers") or {}).items():
+                if isinstance(name, str) and _HELPER_NAME.fullmatch(name):
+                    chain.helpers[normalize_host(str(key))] = name
+            store = data.get("credsStore")
+            if isinstance(store, str) and _HELPER_NAME.fullmatch(store):
+                chain.default_helper = store
+        return chain
+
+    @classmethod
+    def from_pull_secret(cls, data: Mapping[str, str | bytes]) -> Keychain:
+        """A Kubernetes image pull secret's ``data`` (base64 values): ``.dockerconfigjson`` or ``.dockercfg``."""
+        for key in (".dockerconfigjson", ".dockercfg"):
+            value = data.get(key)
+            if value is None:
+                continue
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise UsageError(f"pull secret {key} is not valid base64") from exc
+            return cls.from_docker_config(raw, helpers=False)
+        raise UsageError("pull secret has neither .dockerconfigjson nor .dockercfg")
+
+
+def default_docker_config() -> Path | None:
+    """``$DOCKER_CONFIG/config.json`` or ``~/.docker/config.json`` if it exists."""
+    base = os.environ.get("DOCKER_CONFIG")
+    path = Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+    return path if path.is_file() else None
+
+
+def _credential_from_entry(key: str, entry: Any) -> Credential | None:
+    if not isinstance(entry, Mapping):
+        log.debug("docker config entry for %s is not an object; ignored", normalize_host(key))
+        return None
+    username = str(entry.get("username") or "")
+    password = str(entry.get("password") or "")
+    token = entry.get("identitytoken") or entry.get("identityToken")
+    encoded = entry.get("auth")
+    if isinstance(encoded, str) and encoded:
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            log.debug("docker config entry for %s has an undecodable auth field; ignored", normalize_host(key))
+            return None
+        user, sep, secret = decoded.partition(":")
+        if not sep:
+            log.debug("docker config entry for %s: auth is not user:password; ignored", normalize_host(key))
+            return None
+        username, password = user, secret
+    if isinstance(token, str) and token:
+        return Credential(username=username, identity_token=token)
+    if username or password:
+        return Credential(username=username, password=password)
+    return None
+
+
+def run_helper(name: str, host: str, *, timeout: float = HELPER_TIMEOUT) -> Credential | None:
+    """``docker-credential-<name> get`` for ``host``; None (and a debug line) on any failure."""
+    server = HUB_HELPER_URL if host == "docker.io" else host
+    program = f"docker-credential-{name}"
+    try:
+        proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True, timeout=timeout,
+                              check=False)
+    except FileNotFoundError:
+        log.debug("credential helper %s is not installed; no credentials for %s", program, host)
+        return None
+    except subprocess.TimeoutExpired:
+        log.debug("credential helper %s timed out after %gs for %s", program, timeout, host)
+        return None
+    except OSError as exc:
+        log.debug("credential helper %s could not run for %s: %s", program, host, exc.strerror or exc)
+        return None
+    if proc.returncode != 0:
+        # helpers print "credentials not found in native keychain" here; never their stdin/stdout
+        log.debug("credential helper %s found no credentials for %s (exit %d)", program, host, proc.returncode)
+        return None
+    try:
+        answer = json.loads(proc.stdout)
+        username, secret = str(answer.get("Username") or ""), str(answer.get("Secret") or "")
+    except (ValueError, AttributeError):
+        log.debug("credential helper %s gave an unreadable answer for %s", program, host)
+        return None
+    if not secret:
+        return None
+    if username == "<token>":
+        return Credential(identity_token=secret)
+    return Credential(username=username, password=secret)
+
+
+_current: contextvars.ContextVar[Keychain | None] = contextvars.ContextVar("canrun_keychain", default=None)
+
+
+@contextmanager
+def use_keychain(keychain: Keychain | None) -> Iterator[Keychain | None]:
+    """Within the block (and tasks started in it), the client consults ``keychain`` before anything else."""
+    token = _current.set(keychain)
+    try:
+        yield keychain
+    finally:
+        _current.reset(token)
+
+
+def current_keychain() -> Keychain | None:
+    return _current.get()
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One ``WWW-Authenticate`` challenge: scheme (lowercased) and its parameters (keys lowercased)."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def parse_challenges(header: str) -> list[Challenge]:
+    """Parse a ``WWW-Authenticate`` value (RFC 7235): several challenges, quoted strings with escapes.
+
+    Tolerant on purpose: registries differ in spacing, quoting and case, and an
+    unparseable tail ends the parse instead of raising.
+    """
+    out: list[Challenge] = []
+    i, n = 0, len(header)
+    current: Challenge | None = None
+
+    def skip(chars: str) -> None:
+        nonlocal i
+        while i < n and header[i] in chars:
+            i += 1
+
+    while i < n:
+        skip(" \t,")
+        m = _TOKEN_CHARS.match(header, i)
+        if not m:
+            break
+        word = m.group(0)
+        j = m.end()
+        k = j
+        while k < n and header[k] in " \t":
+            k += 1
+        if k < n and header[k] == "=" and current is not None and not header.startswith("==", k):
+            i = k + 1
+            skip(" \t")
+            if i < n and header[i] == '"':
+                i += 1
+                value_chars: list[str] = []
+                while i < n and header[i] != '"':
+                    if header[i] == "\\" and i + 1 < n:
+                        i += 1
+                    value_chars.append(header[i])
+                    i += 1
+                i += 1  # closing quote (or end)
+                value = "".join(value_chars)
+            else:
+                vm = re.compile(r"[^,\s]*").match(header, i)
+                value = vm.group(0) if vm else ""
+                i = vm.end() if vm else i
+            current.params[word.lower()] = value
+        else:
+            current = Challenge(scheme=word.lower())
+            out.append(current)
+            i = j
+            # a token68 (Basic xyz==) is not a parameter list: skip it
+            skip(" \t")
+            t = re.compile(r"[A-Za-z0-9._~+/-]+=*(?=\s*(,|$))").match(header, i)
+            if t and "=" not in header[i:t.end()].rstrip("="):
+                i = t.end()
+    return out

@@ -1,0 +1,64 @@
+"""The ``canrun serve`` flags, kept light: the server stack is imported only when serving."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from canrun.config import MODES, Settings, WebhookSettings
+
+
+# -- the command line (``canrun serve``) ------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``canrun serve`` (the engine's common flags are added by the CLI)."""
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=8443, help="HTTPS port (default 8443)")
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="serving certificate (PEM); reloaded when it "
+                   "changes. Without --tls-cert/--tls-key a self-signed one is generated")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--cert-dir", type=Path, metavar="DIR", help="where to write the generated self-signed "
+                   "certificate (default: a temporary directory)")
+    p.add_argument("--self-managed-certs", action="store_true",
+                   help="keep a CA and serving certificate in a Secret, rotate them, patch the caBundle")
+    p.add_argument("--cert-namespace", metavar="NS", help="with --self-managed-certs: namespace of the Service "
+                   "and Secret (default: the pod's namespace)")
+    p.add_argument("--cert-service", default="canrun", metavar="NAME",
+                   help="with --self-managed-certs: the webhook Service the certificate names (default canrun)")
+    p.add_argument("--cert-secret", default="canrun-tls", metavar="NAME",
+                   help="with --self-managed-certs: the Secret holding CA and certificate (default canrun-tls)")
+    p.add_argument("--webhook-config", default="canrun", metavar="NAME",
+                   help="with --self-managed-certs: the ValidatingWebhookConfiguration whose caBundle is patched")
+    p.add_argument("--mode", choices=[m for m in MODES if m != "off"], default="warn",
+                   help="mode for namespaces without the canrun.io/mode label (default warn)")
+    p.add_argument("--deadline", type=float, default=5.0, metavar="S",
+                   help="answer within S seconds; unverified images are allowed with a warning (default 5)")
+    p.add_argument("--strict", action="store_true", help="in enforce mode, deny images that cannot be read "
+                   "(or not within the deadline)")
+    p.add_argument("--allow-registry-host", action="append", default=[], metavar="HOST",
+                   help="registry host exempt from the SSRF guard (repeatable)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
+    p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--verdict-ttl", type=float, default=60.0, metavar="S",
+                   help="reuse a verdict for the same pod spec for S seconds (default 60)")
+    p.add_argument("--no-events", action="store_true", help="do not record Events in warn and audit modes")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+async def run_from_args(args: argparse.Namespace, settings: Settings, platforms_given: bool) -> int:
+    from canrun.webhook import logs
+    from canrun.webhook.main import ServeOptions, run
+
+    logs.configure(args.log_level)
+    settings.allow_registry_hosts = tuple(args.allow_registry_host)
+    webhook = WebhookSettings(default_mode=args.mode, deadline=args.deadline, strict=args.strict,
+                              verdict_ttl=args.verdict_ttl, events=not args.no_events)
+    options = ServeOptions(host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                           cert_dir=args.cert_dir, self_managed_certs=args.self_managed_certs,
+                           platforms_given=platforms_given, kubeconfig=args.kubeconfig, context=args.context,
+                           log_level=args.log_level,
+                           cert_manager={"namespace": args.cert_namespace, "service": args.cert_service,
+                                         "secret_name": args.cert_secret, "webhook_config": args.webhook_config,
+                                         **({"cert_dir": args.cert_dir} if args.cert_dir else {})})
+    await run(settings, webhook, options)
+    return 0

@@ -1,0 +1,66 @@
+"""manifests/overlays/audit-cronjob: valid objects, least privilege, a restricted pod, and args canrun accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from canrun.cli import build_parser
+
+OVERLAY = Path(__file__).resolve().parents[2] / "manifests" / "overlays" / "audit-cronjob"
+K8S_VERSION = "1.30.0"
+
+
+def _objects() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+    out: list[dict[str, Any]] = []
+    for name in kustomization["resources"]:
+        out += [d for d in yaml.safe_load_all((OVERLAY / name).read_text()) if d]
+    for obj in out:  # what kustomize's `namespace:` does
+        if obj["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            obj["metadata"]["namespace"] = kustomization["namespace"]
+    return out
+
+
+def _kind(kind: str) -> dict[str, Any]:
+    return next(o for o in _objects() if o["kind"] == kind)
+
+
+@pytest.mark.parametrize("obj", _objects(), ids=lambda o: f"{o['kind']}/{o['metadata']['name']}")
+def test_each_object_is_valid_kubernetes(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_rbac_reads_workloads_and_writes_only_policy_reports() -> None:
+    rules = _kind("ClusterRole")["rules"]
+    writes = {"create", "update", "patch", "delete", "deletecollection", "*"}
+    for rule in rules:
+        if set(rule["verbs"]) & writes:
+            assert rule["apiGroups"] == ["wgpolicyk8s.io"], rule
+            assert set(rule["resources"]) == {"policyreports", "clusterpolicyreports"}
+    readable = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]
+                if "list" in rule["verbs"]}
+    from canrun.audit.inventory import WORKLOAD_KINDS
+    for api_version, kind in WORKLOAD_KINDS:
+        group = api_version.rpartition("/")[0]
+        assert (group, kind.lower() + "s") in readable, kind
+    assert ("", "nodes") in readable
+    assert not any("secrets" in rule["resources"] for rule in rules)
+    binding = _kind("ClusterRoleBinding")
+    assert binding["subjects"][0]["name"] == _kind("ServiceAccount")["metadata"]["name"]
+
+
+def test_cronjob_pod_is_restricted_and_runs_a_valid_audit_command() -> None:
+    pod = _kind("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    container = pod["containers"][0]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    args = build_parser().parse_args(container["args"])
+    assert args.command == "audit" and args.apply and args.exit_zero

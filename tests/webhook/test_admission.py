@@ -1,0 +1,179 @@
+"""Pure tests of the AdmissionReview wire format and the UPDATE comparison (no server, no engine)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from canrun.kube.admission import (
+    WARNING_EACH_LIMIT,
+    WARNING_TOTAL_LIMIT,
+    BadAdmissionReview,
+    Decision,
+    build_response,
+    new_ephemeral_containers,
+    parse_review,
+    relevant_change,
+)
+
+
+def review(obj: dict[str, Any] | None = None, *, operation: str = "CREATE", old: dict[str, Any] | None = None,
+           kind: str = "Pod", sub: str | None = None, **extra: Any) -> dict[str, Any]:
+    req: dict[str, Any] = {"uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind},
+                           "resource": {"group": "", "version": "v1", "resource": "pods"},
+                           "namespace": "default", "operation": operation, "object": obj, "oldObject": old,
+                           **extra}
+    if sub:
+        req["subResource"] = sub
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}
+
+
+DEPLOYMENT: dict[str, Any] = {
+    "apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "default", "labels": {"app": "web"}},
+    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+             "template": {"metadata": {"labels": {"app": "web"}},
+                          "spec": {"containers": [{"name": "app", "image": "r/app:1", "command": ["/app"],
+                                                   "env": [{"name": "PATH", "value": "/bin"},
+                                                           {"name": "LOG", "value": "debug"}],
+                                                   "resources": {"limits": {"cpu": "1"}}}]}}},
+}
+
+
+# -- parse_review ----------------------------------------------------------------------------------------
+
+def test_parse_reads_the_request_fields() -> None:
+    req = parse_review(json.dumps(review({"metadata": {"generateName": "web-"}}, dryRun=True)).encode())
+    assert (req.uid, req.kind, req.operation, req.namespace, req.dry_run) == ("u-1", "Pod", "CREATE", "default", True)
+    assert req.display_name == "default/web-*"
+
+
+@pytest.mark.parametrize("body, says", [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                 "request": {"uid": "x"}}).encode(), "unsupported apiVersion 'admission.k8s.io/v1beta1'"),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}).encode(), "expected kind AdmissionReview"),
+    (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "no request"),
+    (json.dumps({**review({}), "request": {**review({})["request"], "uid": ""}}).encode(), "uid is missing"),
+    (json.dumps({**review({}), "request": {**review({})["request"], "operation": "PATCH"}}).encode(),
+     "operation 'PATCH'"),
+    (json.dumps(review([1])).encode(), "request.object is not a JSON object"),  # type: ignore[arg-type]
+])
+def test_bad_bodies_are_refused_with_a_reason(body: bytes, says: str) -> None:
+    with pytest.raises(BadAdmissionReview, match=None) as info:
+        parse_review(body)
+    assert says in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+# -- build_response ---------------------------------------------------------------------------------------
+
+def test_allowed_response_echoes_the_uid_and_nothing_else() -> None:
+    assert build_response("abc", Decision()) == {
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": "abc", "allowed": True}}
+
+
+def test_denial_carries_a_403_status_and_the_message() -> None:
+    out = build_response("abc", Decision(allowed=False, code=403, message="line 1\nline 2"))["response"]
+    assert out["allowed"] is False
+    assert out["status"] == {"code": 403, "reason": "Forbidden", "message": "line 1\nline 2"}
+
+
+def test_audit_annotation_keys_carry_no_slash() -> None:
+    out = build_response("abc", Decision(audit_annotations={"findings": "[]", "canrun.io/skip": "all"}))
+    assert out["response"]["auditAnnotations"] == {"findings": "[]", "canrun.io-skip": "all"}
+
+
+def test_warnings_stay_within_the_api_servers_limits() -> None:
+    many = [f"canrun command-not-found: container \"c{i}\": " + "x" * 400 for i in range(40)]
+    warnings = build_response("abc", Decision(warnings=many))["response"]["warnings"]
+    assert all(len(w) <= WARNING_EACH_LIMIT and "\n" not in w for w in warnings)
+    assert sum(len(w) for w in warnings) <= WARNING_TOTAL_LIMIT
+    assert warnings[-1].startswith("canrun: … and ") and "more finding(s)" in warnings[-1]
+    assert len(warnings) < 40
+
+
+def test_short_warnings_pass_untouched() -> None:
+    few = ["canrun a", "canrun b"]
+    assert build_response("abc", Decision(warnings=few))["response"]["warnings"] == few
+
+
+# -- relevant_change -----------------------------------------------------------------------------------
+
+def edited(change: Any) -> dict[str, Any]:
+    new = copy.deepcopy(DEPLOYMENT)
+    change(new)
+    return new
+
+
+def _container(d: dict[str, Any]) -> dict[str, Any]:
+    return d["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["spec"].update(replicas=10),
+    lambda d: d["metadata"]["labels"].update(team="a"),
+    lambda d: d["spec"]["template"]["metadata"]["labels"].update(rollout="2"),
+    lambda d: d["spec"]["template"]["metadata"].update(annotations={"kubectl.kubernetes.io/restartedAt": "now"}),
+    lambda d: _container(d)["env"][1].update(value="info"),
+    lambda d: _container(d).update(resources={"limits": {"cpu": "2"}}),
+    lambda d: _container(d).update(readinessProbe={"httpGet": {"port": 80}}),
+], ids=["scale", "label", "template-label", "restart", "other-env", "resources", "probe"])
+def test_unrelated_updates_are_not_relevant(change: Any) -> None:
+    assert not relevant_change("Deployment", DEPLOYMENT, edited(change))
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: _container(d).update(image="r/app:2"),
+    lambda d: _container(d).update(command=["/app2"]),
+    lambda d: _container(d).update(args=["--x"]),
+    lambda d: _container(d)["env"][0].update(value="/usr/bin"),
+    lambda d: _container(d).update(securityContext={"runAsUser": 1000}),
+    lambda d: d["spec"]["template"]["spec"].update(securityContext={"runAsNonRoot": True}),
+    lambda d: d["spec"]["template"]["spec"].update(volumes=[{"name": "v", "emptyDir": {}}]),
+    lambda d: _container(d).update(volumeMounts=[{"name": "v", "mountPath": "/app"}]),
+    lambda d: d["spec"]["template"]["spec"].update(nodeSelector={"kubernetes.io/arch": "arm64"}),
+    lambda d: d["spec"]["template"]["spec"].update(affinity={"nodeAffinity": {}}),
+    lambda d: d["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "r/side:1"}),
+    lambda d: d["spec"]["template"]["spec"].update(initContainers=[{"name": "init", "image": "r/init:1"}]),
+    lambda d: d["spec"]["template"]["spec"].update(imagePullSecrets=[{"name": "regcred"}]),
+], ids=["image", "command", "args", "PATH", "container-sc", "pod-sc", "volumes", "mounts", "nodeSelector",
+        "affinity", "new-container", "init-container", "pull-secret"])
+def test_changes_a_verdict_depends_on_are_relevant(change: Any) -> None:
+    assert relevant_change("Deployment", DEPLOYMENT, edited(change))
+
+
+def test_env_used_in_the_command_is_relevant() -> None:
+    old = edited(lambda d: _container(d).update(command=["/bin/$(LOG)"]))
+    new = copy.deepcopy(old)
+    _container(new)["env"][1]["value"] = "other"
+    assert relevant_change("Deployment", old, new)
+
+
+def test_cronjob_template_path() -> None:
+    def cron(image: str, schedule: str) -> dict[str, Any]:
+        return {"kind": "CronJob", "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {
+            "spec": {"containers": [{"name": "c", "image": image}]}}}}}}
+    assert not relevant_change("CronJob", cron("a", "* * * * *"), cron("a", "0 * * * *"))
+    assert relevant_change("CronJob", cron("a", "* * * * *"), cron("b", "* * * * *"))
+
+
+def test_pod_spec_changes_on_a_pod() -> None:
+    pod = {"kind": "Pod", "metadata": {"labels": {}}, "spec": {"containers": [{"name": "c", "image": "a"}]}}
+    relabeled = {**pod, "metadata": {"labels": {"x": "y"}}}
+    assert not relevant_change("Pod", pod, relabeled)
+    assert relevant_change("Pod", pod, {**pod, "spec": {"containers": [{"name": "c", "image": "b"}]}})
+
+
+def test_new_ephemeral_containers_are_the_added_ones() -> None:
+    old = {"spec": {"containers": [{"name": "c", "image": "a"}],
+                    "ephemeralContainers": [{"name": "debug1", "image": "busybox"}]}}
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"].append({"name": "debug2", "image": "busybox", "command": ["sh"]})
+    assert new_ephemeral_containers(old, new) == {"debug2"}
+    assert new_ephemeral_containers(old, old) == set()
