@@ -303,6 +303,8 @@ class CertState:
     rotated: bool  # this call generated new certificates
     files_changed: bool
     ca_bundle_patched: bool
+    #: Why the caBundle could not be patched (the configuration is missing, RBAC); retried on the next check.
+    ca_bundle_error: str | None = None
 
 
 class CertManager:
@@ -369,12 +371,21 @@ class CertManager:
             rotated = True
         files_changed = write_tls_dir(self.cert_dir, {"tls.crt": data["tls.crt"], "tls.key": data["tls.key"],
                                                       "ca.crt": data["ca.crt"]})
-        patched = False
+        patched, error = False, None
         if self.webhook_config:
-            patched = self.cluster.patch_webhook_ca_bundle(self.webhook_config, data["ca.crt"])
+            # Serving must not wait for the webhook configuration: it may be applied after the
+            # Deployment, and until its caBundle is set the API server simply does not call us
+            # (failurePolicy Ignore).  The next check patches it.
+            try:
+                patched = self.cluster.patch_webhook_ca_bundle(self.webhook_config, data["ca.crt"])
+            except ClusterConflict:
+                raise
+            except CanrunError as exc:
+                error = str(exc)
+                log.warning("caBundle not patched yet: %s", exc)
         return CertState(data["ca.crt"], CertKeyPair(data["tls.crt"], data["tls.key"]),
                          self.cert_dir / "tls.crt", self.cert_dir / "tls.key", self.cert_dir / "ca.crt",
-                         rotated, files_changed, patched)
+                         rotated, files_changed, patched, error)
 
     def _renew(self, old: dict[str, bytes], now: dt.datetime) -> dict[str, bytes]:
         """New serving pair; the CA is kept unless it is unusable or near its own expiry."""
@@ -402,8 +413,8 @@ class CertManager:
         """Re-check every ``interval`` seconds until cancelled; errors are logged and retried sooner."""
         while True:
             try:
-                await asyncio.to_thread(self.reconcile)
-                delay = self.interval
+                state = await asyncio.to_thread(self.reconcile)
+                delay = self.interval if state.ca_bundle_error is None else min(self.interval, 30.0)
             except CanrunError as exc:
                 log.warning("certificate check failed: %s", exc)
                 delay = min(self.interval, 30.0)

@@ -152,8 +152,9 @@ class MirroredBackend:
     async def blob(self, ref: Reference, digest: str, *, max_size: int) -> bytes:
         return await self.inner.blob(self.rewrite(ref), digest, max_size=max_size)
 
-    def stream_blob(self, ref: Reference, digest: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        return self.inner.stream_blob(self.rewrite(ref), digest)
+    def stream_blob(self, ref: Reference, digest: str,
+                    size: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        return self.inner.stream_blob(self.rewrite(ref), digest, size)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -127,16 +127,15 @@ class Validator:
         results = await asyncio.gather(*(self._check_on(workload, container, ref, p, context) for p in platforms),
                                        return_exceptions=True)
         found: list[Finding] = []
-        failures: dict[str, Finding] = {}
         for platform, result in zip(platforms, results):
             if isinstance(result, CanrunError):
-                # the same unreadable image is one finding, not one per platform
-                failures.setdefault(str(result), self._unreadable(result, platform=str(platform), **context))
+                # one per platform here; fold_platforms makes the same failure one finding naming them all
+                found.append(self._unreadable(result, platform=str(platform), **context))
             elif isinstance(result, BaseException):
                 raise result
             else:
                 found += result
-        return fold_platforms(found + list(failures.values()))
+        return fold_platforms(found)
 
     async def _check_on(self, workload: Workload, container: Container, ref: Reference, node: Platform,
                         context: dict[str, object]) -> list[Finding]:

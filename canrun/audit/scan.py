@@ -1,15 +1,20 @@
 """One audit run: list the cluster's workloads, judge them with the shared engine, keep what a report needs.
 
-The judging is exactly what the webhook and ``canrun check`` do —
-``workload_from_object`` then ``Validator.check`` — so a Deployment audited
-here gets the same findings it would get at admission.  ``judge_objects`` is
-that shared path for raw API objects; the webhook's audit mode and this module
-both go through it, and a test holds them to it.
+The judging is what the webhook and ``canrun check`` do — ``workload_from_object``
+then ``Validator.check`` — so a Deployment audited here gets the findings it
+would get at admission (``tests/audit/test_same_findings.py`` sends one object
+through both doors and compares).  The webhook cannot import this module (they
+are sibling front ends); the shared code is below both.
 
-Images are read once per run whatever the number of workloads using them: the
-validator checks all workloads concurrently and the ``ImageStore`` shares one
-in-flight fetch per reference, manifest and layer digest and keeps the views in
-memory (``bench/bench_audit.py`` counts the registry requests to prove it).
+Two things keep a large cluster cheap:
+
+* each distinct pod spec is judged once and its findings stamped onto every
+  workload that has it (``judge``), as the webhook reuses a verdict for an
+  identical pod spec;
+* images are read once per run whatever the number of workloads using them:
+  the distinct specs are judged concurrently and the ``ImageStore`` shares one
+  in-flight fetch per reference, manifest and layer and keeps views in memory
+  (``bench/bench_audit.py`` counts the registry requests on the wire).
 
 Node platforms come from the cluster's own Nodes unless ``--platform`` names
 them, so an arm64 node pool is taken into account without being told.
@@ -19,16 +24,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from canrun.audit.inventory import ObjectLister, collect
 from canrun.audit.model import AuditRun
+from canrun.findings import Finding, sort_key
 from canrun.kube.scheduling import NodeInfo, NodePool
 from canrun.kube.workloads import workload_from_object
 from canrun.platform import Platform
 from canrun.spec import SourceLocation, Workload
-from canrun.validator import Report, Validator
+from canrun.validator import SKIP_ANNOTATION, Report, Validator
 
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
 
@@ -60,10 +67,62 @@ async def audit(cluster: AuditCluster, validator: Validator, *, namespaces: Sequ
     (pool, seen, source), inventory = await asyncio.gather(
         node_pool(cluster, platforms),
         collect(cluster, namespaces=namespaces, label_selector=label_selector))
-    report = await validator.check(inventory.workloads, pool, progress=progress)
+    report = await judge(validator, inventory.workloads, pool, progress=progress)
     return AuditRun(report=report, inventory=inventory, platforms=seen, platforms_source=source,
                     namespaces=list(namespaces) if namespaces else None, label_selector=label_selector,
                     started=started, finished=datetime.now(timezone.utc))
+
+
+def verdict_key(workload: Workload) -> tuple[Any, ...]:
+    """Everything a verdict depends on besides the node pool: the pod spec and the exemptions.
+
+    The name, namespace and kind of a workload only label its findings, so workloads with equal keys
+    (the replicas of one template stamped out by a Helm chart per team, say) get equal findings.
+    """
+    return (repr(workload.pod), workload.annotations.get(SKIP_ANNOTATION, ""))
+
+
+async def judge(validator: Validator, workloads: Sequence[Workload], pool: NodePool, *,
+                progress: Progress | None = None) -> Report:
+    """``Validator.check`` over the workloads, judging each distinct pod spec once.
+
+    A cluster repeats itself: the same pod spec under many names.  Each distinct one is judged by the
+    shared validator exactly as the webhook would judge it, and its findings are stamped with every
+    workload that has it — the result equals ``validator.check(workloads, pool)``, at the cost of the
+    distinct specs only.
+    """
+    groups: dict[tuple[Any, ...], list[Workload]] = {}
+    for w in workloads:
+        groups.setdefault(verdict_key(w), []).append(w)
+    total = len(workloads)
+    done = 0
+
+    async def one(members: list[Workload]) -> Report:
+        nonlocal done
+        result = await validator.check(members[:1], pool)
+        done += len(members)
+        if progress is not None:
+            progress(done, total)
+        return result
+
+    report = Report()
+    for members, result in zip(groups.values(), await asyncio.gather(*(one(m) for m in groups.values()))):
+        first = members[0]
+        for member in members:
+            report.extend(Report(findings=[_restamp(f, first, member) for f in result.findings],
+                                 suppressed=[_restamp(f, first, member) for f in result.suppressed],
+                                 workloads=1, containers=len(member.pod.containers), images=set(result.images)))
+    report.findings.sort(key=sort_key)
+    return report
+
+
+def _restamp(f: Finding, judged: Workload, member: Workload) -> Finding:
+    if member is judged:
+        return f
+    changes: dict[str, Any] = {"resource": member.resource}
+    if f.source == judged.source:
+        changes["source"] = member.source
+    return replace(f, **changes)
 
 
 def workloads_of(objects: Sequence[Mapping[str, Any]]) -> list[Workload]:
@@ -75,4 +134,4 @@ def workloads_of(objects: Sequence[Mapping[str, Any]]) -> list[Workload]:
 async def judge_objects(objects: Sequence[Mapping[str, Any]], validator: Validator, pool: NodePool, *,
                         progress: Progress | None = None) -> Report:
     """The one path from API objects to findings that the webhook's audit mode and ``canrun audit`` share."""
-    return await validator.check(workloads_of(objects), pool, progress=progress)
+    return await judge(validator, workloads_of(objects), pool, progress=progress)

@@ -45,7 +45,8 @@ class Process:
 
     def origin_phrase(self) -> str:
         return {"command": "the container's command", "args": "the container's args",
-                "ENTRYPOINT": "the image ENTRYPOINT", "CMD": "the image CMD"}.get(self.origin, self.origin)
+                "ENTRYPOINT": "the image ENTRYPOINT", "CMD": "the image CMD",
+                "--path": "as given"}.get(self.origin, self.origin)
 
 
 def expand(text: str, lookup: Callable[[str], str | None], unknown: list[str]) -> str:
@@ -94,8 +95,8 @@ class _Unknowable(str):
 _UNKNOWABLE = _Unknowable("")
 
 
-def container_env(container: Container) -> tuple[dict[str, str | None], dict[str, str | None]]:
-    """(container env for $(VAR) expansion, same) — values expanded in order; None = unknowable."""
+def container_env(container: Container) -> dict[str, str | None]:
+    """The container env as the kubelet builds it: values expanded in order, last duplicate wins; None = unknowable."""
     env: dict[str, str | None] = {}
     for var in container.env:
         if var.value is None:
@@ -104,7 +105,7 @@ def container_env(container: Container) -> tuple[dict[str, str | None], dict[str
         unknown: list[str] = []
         value = expand(var.value, lambda name: _lookup(env, name), unknown)
         env[var.name] = None if unknown else value
-    return env, env
+    return env
 
 
 def _lookup(env: dict[str, str | None], name: str) -> str | None:
@@ -126,7 +127,7 @@ def effective_process(container: Container, config: ImageConfig) -> tuple[Proces
     entrypoint = _nonempty(entrypoint)
     cmd = _nonempty(config.cmd)
 
-    cenv, _ = container_env(container)
+    cenv = container_env(container)
     unknown: list[str] = []
 
     def exp(values: tuple[str, ...]) -> list[str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from canrun.checks.context import ExecContext
 from canrun.image.fs import Mount, Node, Opaque
 from canrun.image.model import EntryType
-from canrun.spec import Volume, VolumeKind
+from canrun.spec import Volume, VolumeItem, VolumeKind
 
 #: Kubernetes' default file mode for configMap/secret/projected/downwardAPI volumes.
 DEFAULT_MODE = 0o644
@@ -98,6 +98,17 @@ class VolumeMounts:
             VolumeMount("/sys", "sysfs", None, runtime_mount="sysfs the runtime mounts at /sys"),
             VolumeMount("/dev", "dev", None, runtime_mount="tmpfs the runtime mounts at /dev"),
         ]
+        # files the kubelet and the runtime bind-mount into every container (0644, root-owned)
+        etc = Volume("etc-files", VolumeKind.PROJECTED,
+                     items=(VolumeItem("hosts"), VolumeItem("resolv.conf"), VolumeItem("hostname")),
+                     source="kubelet")
+        for name in ("hosts", "resolv.conf", "hostname"):
+            mounts.append(VolumeMount(ctx.fs.real_path(f"/etc/{name}"), f"etc-{name}", etc, name,
+                                      runtime_mount=f"/etc/{name} the kubelet mounts"))
+        mounts.append(VolumeMount(ctx.fs.real_path("/dev/termination-log"), "termination-log",
+                                  Volume("termination-log", VolumeKind.PROJECTED, items=(VolumeItem("log"),),
+                                         source="kubelet"), "log",
+                                  runtime_mount="/dev/termination-log the kubelet mounts"))
         for vm in ctx.container.volume_mounts:
             # runc resolves the mount point through the image's symlinks (securejoin)
             path = ctx.fs.real_path(vm.mount_path)

@@ -52,7 +52,6 @@ from kubernetes.config.config_exception import ConfigException
 from canrun import __version__
 from canrun.errors import ClusterConflict, ClusterError, UsageError
 from canrun.kube.scheduling import NodeInfo, NodePool
-from canrun.platform import Platform
 from canrun.registry.auth import Keychain
 
 log = logging.getLogger("canrun.kube")
@@ -149,22 +148,19 @@ _VWC = _KNOWN[("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguratio
 def node_info(node: Mapping[str, Any]) -> NodeInfo | None:
     """A Node object as the scheduler's view of it, or None when it reports no architecture.
 
-    The ``kubernetes.io/os``/``arch`` labels are what nodeSelectors and affinities
-    match, so they win; ``status.nodeInfo`` (what the kubelet reports) fills in when a
-    label is missing.  Nodes report no CPU variant: ``Platform`` applies containerd's
-    default (``arm`` means ``arm/v7``; arm64 and amd64 need none).
+    ``NodeInfo.from_object`` applies the rules (the ``kubernetes.io/os``/``arch`` labels
+    that nodeSelectors match win; ``status.nodeInfo``, what the kubelet reports, fills
+    in).  Nodes report no CPU variant: ``Platform`` applies containerd's default
+    (``arm`` means ``arm/v7``).  A node that reports no architecture at all is left
+    out rather than guessed.
     """
     meta = node.get("metadata") or {}
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    labels = meta.get("labels") or {}
     info = (node.get("status") or {}).get("nodeInfo") or {}
-    os_ = labels.get("kubernetes.io/os") or labels.get("beta.kubernetes.io/os") or info.get("operatingSystem") or ""
-    arch = (labels.get("kubernetes.io/arch") or labels.get("beta.kubernetes.io/arch")
-            or info.get("architecture") or "")
-    name = str(meta.get("name") or "")
-    if not arch:
-        log.warning("node %s reports no architecture; left out of the node pool", name)
+    if not (labels.get("kubernetes.io/arch") or labels.get("beta.kubernetes.io/arch") or info.get("architecture")):
+        log.warning("node %s reports no architecture; left out of the node pool", meta.get("name"))
         return None
-    return NodeInfo(name=name, platform=Platform(os_ or "linux", arch), labels=labels)
+    return NodeInfo.from_object(node)
 
 
 def _now_rfc3339() -> str:

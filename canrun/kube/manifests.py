@@ -129,6 +129,8 @@ class LoadedObject:
 
 @dataclass
 class Loaded:
+    """What a set of paths held: the objects read, and every file or document that could not be read."""
+
     objects: list[LoadedObject] = field(default_factory=list)
     errors: list[ManifestError] = field(default_factory=list)
     #: Files read (stdin counts as one).
@@ -426,7 +428,8 @@ _MERGE = object()  # the "<<" merge key
 _NO_KEY = object()
 _TAG = "tag:yaml.org,2002:"
 _constructor = SafeConstructor()
-_COLLECTION = (ev.MappingStartEvent, ev.SequenceStartEvent)
+#: Implicit tag by (text, implicit flags): manifests repeat the same plain values (true, 80, TCP …) a lot.
+_resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
 
 
 class _Frame:
@@ -466,7 +469,13 @@ def _scalar(loader: Any, event: ev.ScalarEvent) -> Any:
     if tag is None or tag == "!":
         if event.style:  # quoted, literal or folded: always a string
             return value
-        tag = loader.resolve(ScalarNode, value, event.implicit)
+        key = (value, event.implicit)
+        tag = _resolved.get(key)
+        if tag is None:
+            tag = loader.resolve(ScalarNode, value, event.implicit)
+            if len(_resolved) > 50_000:
+                _resolved.clear()
+            _resolved[key] = tag
     if not tag.startswith(_TAG):
         return value  # custom tags (!Ref …): keep what was written
     kind = tag[len(_TAG):]
@@ -483,8 +492,6 @@ def _scalar(loader: Any, event: ev.ScalarEvent) -> Any:
             return _constructor.construct_yaml_float(ScalarNode(tag, value))
     except (ValueError, KeyError, yaml.YAMLError) as exc:
         raise _DocumentError(f"{value!r} is not a valid {kind}", event.start_mark.line) from exc
-    if kind == "merge":
-        return _MERGE
     return value  # timestamps, binary …: the text, as the API server's decoder sees it for strings
 
 
@@ -499,23 +506,28 @@ def _build(loader: Any, offset: int, limits: ManifestLimits) -> _Document:
     done = False
     while not done:
         event = loader.get_event()
+        cls = type(event)
         line = event.start_mark.line
         value: Any
         size = 1
-        if isinstance(event, ev.ScalarEvent):
-            value = _scalar(loader, event) if not (stack and stack[-1].is_map and stack[-1].key is _NO_KEY) \
-                else (_MERGE if event.value == "<<" and not event.style and event.tag is None else event.value)
+        if cls is ev.ScalarEvent:
+            if stack and stack[-1].is_map and stack[-1].key is _NO_KEY:  # a key: always its text
+                plain_merge = event.value == "<<" and not event.style and event.tag is None
+                value = _MERGE if plain_merge else event.value
+            else:
+                value = _scalar(loader, event)
+            nodes += 1
             if event.anchor:
                 anchors[event.anchor] = (value, 1)
-        elif isinstance(event, _COLLECTION):
+        elif cls is ev.MappingStartEvent or cls is ev.SequenceStartEvent:
             if len(stack) >= limits.max_depth:
                 raise _DocumentError(f"nested more than {limits.max_depth} levels deep; refused", line)
-            is_map = isinstance(event, ev.MappingStartEvent)
+            is_map = cls is ev.MappingStartEvent
             container: PosDict | PosList = PosDict(line + offset + 1) if is_map else PosList(line + offset + 1)
             stack.append(_Frame(container, is_map, event.anchor))
             nodes += 1
             continue
-        elif isinstance(event, (ev.MappingEndEvent, ev.SequenceEndEvent)):
+        elif cls is ev.MappingEndEvent or cls is ev.SequenceEndEvent:
             frame = stack.pop()
             value = frame.value
             size = frame.size
@@ -524,19 +536,19 @@ def _build(loader: Any, offset: int, limits: ManifestLimits) -> _Document:
             if frame.anchor:
                 anchors[frame.anchor] = (value, size)
             line = value.line - offset - 1
-        elif isinstance(event, ev.AliasEvent):
+        elif cls is ev.AliasEvent:
             if event.anchor not in anchors:
                 raise _DocumentError(f"alias *{event.anchor} refers to no anchor before it "
                                      "(undefined or recursive)", line)
             value, size = anchors[event.anchor]
             alias_nodes += size
+            nodes += size
             if alias_nodes > limits.max_alias_nodes:
                 raise _DocumentError(
                     f"aliases expand to more than {limits.max_alias_nodes} nodes (a 'billion laughs' "
                     "document?); refused", line)
         else:  # pragma: no cover - libyaml emits nothing else inside a document
             raise _DocumentError(f"unexpected YAML event {type(event).__name__}", line)
-        nodes += size if not isinstance(event, (ev.MappingEndEvent, ev.SequenceEndEvent)) else 0
         if nodes > limits.max_nodes:
             raise _DocumentError(f"more than {limits.max_nodes} values in one document; refused", line)
         if not stack:
@@ -547,10 +559,10 @@ def _build(loader: Any, offset: int, limits: ManifestLimits) -> _Document:
         parent.size += size
         if parent.is_map:
             if parent.key is _NO_KEY:
-                if isinstance(value, (dict, list)):
+                if type(value) is PosDict or type(value) is PosList:
                     raise _DocumentError("a mapping key is itself a mapping or list "
                                          "(unquoted '{' or '[' where a key was expected)", line)
-                parent.key = value if value is _MERGE or isinstance(value, str) else _key_text(value)
+                parent.key = value if type(value) is str or value is _MERGE else _key_text(value)
                 parent.key_line = line + offset + 1
             else:
                 key = parent.key

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canrun.errors import ManifestError
-from canrun.kube.manifests import Loaded, LoadedObject, line_of, object_shape_problem
+from canrun.kube.manifests import Loaded, line_of, object_shape_problem
 from canrun.spec import (
     Container,
     ContainerKind,
@@ -548,5 +548,5 @@ def _what(value: Any) -> str:
     return type(value).__name__
 
 
-__all__ = ["POD_KINDS", "SKIP_ANNOTATION", "WorkloadSet", "LoadedObject", "workload_from_object",
+__all__ = ["POD_KINDS", "SKIP_ANNOTATION", "WorkloadSet", "workload_from_object",
            "workloads_from_load"]

@@ -19,7 +19,7 @@ from typing import TextIO
 from canrun.config import DEFAULT_PLATFORMS, Settings, apply_rule_overrides, open_engine
 from canrun.config_file import FileConfig, discover, load_config, rules_with_flags
 from canrun.errors import UsageError
-from canrun.kube.scheduling import NodePool, platforms_for
+from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
 from canrun.output import FORMATS, CheckRun, targets_for
 from canrun.platform import Platform, parse_platforms
 
@@ -76,7 +76,7 @@ async def cluster_pool(kubeconfig: str | None, context: str | None) -> tuple[Nod
     """The cluster's nodes as a NodePool, their distinct platforms, and a phrase saying where they came from."""
     from canrun.kube.client import Cluster, load_api_client
 
-    def read() -> tuple[list, str]:  # type: ignore[type-arg]
+    def read() -> tuple[list[NodeInfo], str]:
         cluster = Cluster(load_api_client(kubeconfig, context))
         try:
             return cluster.list_nodes(), cluster.host
@@ -86,9 +86,9 @@ async def cluster_pool(kubeconfig: str | None, context: str | None) -> tuple[Nod
     nodes, host = await asyncio.to_thread(read)
     if not nodes:
         raise UsageError(f"the cluster at {host} lists no nodes with a known platform: pass --platform")
-    platforms = sorted({n.platform for n in nodes}, key=str)
+    pool = NodePool.from_nodes(nodes)
     where = f"context {context}" if context else f"the cluster at {host}"
-    return NodePool.from_nodes(nodes), platforms, f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} of {where}"
+    return pool, pool.platforms, f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} of {where}"
 
 
 def source_root(cwd: Path) -> Path:

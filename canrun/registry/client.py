@@ -50,7 +50,7 @@ from typing import Any
 
 import httpx
 
-from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, LimitExceeded, RegistryAuthError,
+from canrun.errors import (CanrunError, ImageCorrupt, ImageNotFound, InvalidReference, LimitExceeded, RegistryAuthError,
                            RegistryError, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest, UsageError)
 from canrun.registry.auth import (Challenge, Credential, Keychain, current_keychain, default_docker_config,
                                   parse_challenges)
@@ -102,6 +102,10 @@ class RegistryStats:
         return dict(self.requests)
 
 
+#: Seconds a failed ping of a host is remembered (see _Host.failure).
+FAILURE_TTL = 5.0
+
+
 @dataclass
 class _Host:
     """What the client learnt about one registry host."""
@@ -111,6 +115,13 @@ class _Host:
     verify: bool = True
     challenge: Challenge | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set once a ping succeeded: only then are scheme/verify/challenge safe for other tasks to use
+    #: (the ping tries schemes one by one on this same record).
+    ready: bool = False
+    #: The last ping failure and when it happened: callers within FAILURE_TTL get it again instead of
+    #: each waiting out its own connect timeout against a host that is down (64 images on one dead host).
+    failure: BaseException | None = None
+    failed_at: float = 0.0
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.name}{path}"
@@ -247,7 +258,7 @@ class RegistryClient:
                     return Descriptor(media_type=media_type, digest=digest, size=size)
             elif resp.status_code != 405 and resp.status_code >= 300:
                 # 405: a registry without HEAD support; anything else is the answer a GET would get too
-                await self._raise_for_status(resp, ref, f"manifest {ref.identifier}")
+                await self._raise_for_status(resp, ref, f"tag {ref.identifier}")
         finally:
             await resp.aclose()
         descriptor, body = await self._get_manifest(ref, ref.identifier, expected=None)
@@ -311,7 +322,8 @@ class RegistryClient:
         resp = await self._request(ref, "GET", f"/v2/{ref.repository}/manifests/{identifier}",
                                    headers={"Accept": ", ".join(ACCEPT)})
         try:
-            await self._raise_for_status(resp, ref, f"manifest {identifier}")
+            await self._raise_for_status(resp, ref, f"manifest {identifier}" if ":" in identifier
+                                         else f"tag {identifier}")
             media_type = resp.headers.get("content-type", "").split(";")[0].strip()
             self._refuse_schema1(ref, media_type)
             body = bytearray()
@@ -426,11 +438,19 @@ class RegistryClient:
         host = self._hosts.get(name)
         if host is None:
             host = self._hosts.setdefault(name, _Host(name))
-        if host.scheme is not None:
+        if host.ready:
             return host
         async with host.lock:
-            if host.scheme is None:
+            if host.ready:
+                return host
+            if host.failure is not None and time.monotonic() - host.failed_at < FAILURE_TTL:
+                raise host.failure
+            try:
                 await self._ping(host)
+            except CanrunError as exc:
+                host.failure, host.failed_at = exc, time.monotonic()
+                raise
+            host.ready, host.failure = True, None
         return host
 
     async def _ping(self, host: _Host) -> None:

@@ -31,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, dict):
             data.update(fields)
         for key, value in vars(record).items():
-            if key not in _STD and key != "fields" and not key.startswith("_"):
+            if key not in _STD and key not in ("fields", "color_message") and not key.startswith("_"):
                 data.setdefault(key, value)
         if record.exc_info:
             data["error"] = self.formatException(record.exc_info).splitlines()[-1]

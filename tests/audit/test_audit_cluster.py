@@ -16,10 +16,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from canrun.audit.scan import audit
+from canrun.audit.inventory import collect
+from canrun.audit.scan import audit, judge
 from canrun.cli import main
 from canrun.config import Settings, open_engine
 from canrun.kube.client import Cluster, load_api_client
+from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
 from tests.audit.conftest import cronjob_chain, daemonset_chain, deployment_chain, node, pod, pod_spec
 from tests.audit.proxy import CountingProxy
@@ -54,21 +56,22 @@ def cluster_objects(kubeapi: KubeAPIStandIn, refs: dict[str, str]) -> KubeAPISta
     return kubeapi
 
 
-def _engine_settings(proxy: CountingProxy) -> Settings:
-    return Settings(insecure_registries=(proxy.host,), use_cache=False)
+def _engine_settings(proxy: CountingProxy, cache_dir: Path) -> Settings:
+    """A cold engine: an empty cache directory of its own (the CLI's default is to cache)."""
+    return Settings(insecure_registries=(proxy.host,), cache_dir=cache_dir)
 
 
-async def _audit(api: KubeAPIStandIn, proxy: CountingProxy, **kw: Any):
+async def _audit(api: KubeAPIStandIn, proxy: CountingProxy, cache_dir: Path, **kw: Any):
     cluster = Cluster(load_api_client(str(api.kubeconfig_path)))
-    async with open_engine(_engine_settings(proxy)) as engine:
+    async with open_engine(_engine_settings(proxy, cache_dir)) as engine:
         return await audit(cluster, engine.validator, **kw)
 
 
 def test_each_controller_judged_once_and_each_blob_fetched_once(cluster_objects: KubeAPIStandIn,
                                                                counting_proxy: CountingProxy,
-                                                               refs: dict[str, str]) -> None:
+                                                               tmp_path: Path) -> None:
     counting_proxy.reset()
-    run = asyncio.run(_audit(cluster_objects, counting_proxy))
+    run = asyncio.run(_audit(cluster_objects, counting_proxy, tmp_path / "cache"))
 
     judged = sorted((i.ref.kind, i.ref.namespace, i.ref.name) for i in run.inventory.items)
     assert judged == [("CronJob", "shop", "backup"), ("DaemonSet", "shop", "agent"), ("Deployment", "other", "clone"),
@@ -91,6 +94,22 @@ def test_each_controller_judged_once_and_each_blob_fetched_once(cluster_objects:
     # three distinct references were resolved, no more
     tags = {p for p in list(fetched) + list(heads) if "/manifests/" in p and "sha256:" not in p}
     assert len(tags) == 3
+
+
+def test_judging_each_distinct_pod_spec_once_equals_judging_every_workload(
+        cluster_objects: KubeAPIStandIn, counting_proxy: CountingProxy, tmp_path: Path) -> None:
+    async def both() -> tuple[Any, Any]:
+        cluster = Cluster(load_api_client(str(cluster_objects.kubeconfig_path)))
+        inventory = await collect(cluster)
+        pool = NodePool.from_platforms([Platform("linux", "amd64")])
+        async with open_engine(_engine_settings(counting_proxy, tmp_path / "cache")) as engine:
+            return (await judge(engine.validator, inventory.workloads, pool),
+                    await engine.validator.check(inventory.workloads, pool))
+
+    folded, every = asyncio.run(both())
+    assert folded.findings == every.findings and folded.suppressed == every.suppressed
+    assert (folded.workloads, folded.containers, folded.images) == (every.workloads, every.containers, every.images)
+    assert {f.resource.name for f in folded.errors} == {"web", "clone", "backup"}
 
 
 def test_cli_audit_applies_policy_reports_idempotently(cluster_objects: KubeAPIStandIn,

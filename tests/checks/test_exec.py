@@ -9,7 +9,7 @@ from canrun.image.model import ElfInfo, ImageConfig, UnknownFormat
 from canrun.platform import Platform
 
 from .build import (
-    AMD64, ARM64, DYN_AMD64, GLIBC_LOADER, STATIC_ARM64, base_layer, container, d, errors, f, hard, layer, merged,
+    ARM64, DYN_AMD64, GLIBC_LOADER, STATIC_ARM64, base_layer, container, d, errors, f, hard, layer, merged,
     rules, run, script, sym, wh,
 )
 

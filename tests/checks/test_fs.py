@@ -12,9 +12,7 @@ from canrun.image.fs import (
 )
 from canrun.image.model import EntryType
 
-from .build import (
-    DYN_AMD64, D, F, L, base_layer, d, f, hard, layer, merged, opq, sym, wh,
-)
+from .build import DYN_AMD64, base_layer, d, f, hard, layer, merged, opq, sym, wh
 
 
 # --------------------------------------------------------------------------- merging
@@ -248,7 +246,9 @@ def test_resolve_never_escapes_root_and_always_ends(fs: MergedFS, path: str, abs
     assert res.real.startswith("/") and ".." not in res.real.split("/")
     assert len(res.hops) <= MAX_SYMLINKS + 1
     if res.ok:
-        assert res.node is not None and fs.lookup(res.real) in (res.node, None) or res.real == "/a"
+        assert res.node is not None
+        # the node reached is the one stored at the real path (or the missing cwd runc would create)
+        assert fs.lookup(res.real) is res.node or res.real == "/a"
 
 
 @settings(max_examples=100, deadline=None)

@@ -103,3 +103,9 @@ def test_mount_path_resolves_through_image_symlinks() -> None:
 
 def test_runtime_mounts_are_not_verified() -> None:
     assert rules(run(FS, container(["/proc/self/exe"]))) == ["not-verified"]
+
+
+def test_kubelet_file_mounts_replace_image_files() -> None:
+    fs = merged(base_layer(f("/etc/hosts", 0o755)))
+    found = run(fs, container(["/etc/hosts"]))
+    assert rules(found) == ["command-not-executable"] and "/etc/hosts the kubelet mounts" in found[0].message

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from canrun.errors import ManifestError
@@ -9,7 +12,9 @@ from canrun.findings import finding
 from canrun.output import CheckRun, Target
 from canrun.platform import Platform
 from canrun.spec import Resource, SourceLocation
+from canrun.config_file import find_config
 from canrun.validator import Report
+from tests.ci.cli_support import DEPLOY, POD
 
 WEB = Resource("Deployment", "web", "default", "apps/v1")
 CRON = Resource("CronJob", "nightly", "batch", "batch/v1")
@@ -49,3 +54,18 @@ def sample_run() -> CheckRun:
 @pytest.fixture
 def run() -> CheckRun:
     return sample_run()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, dead_port: int, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git-like repository with manifests in k8s/, the working directory at its root."""
+    assert find_config(tmp_path) is None, "a stray .canrun.yaml above the test directory would leak in"
+    host = f"127.0.0.1:{dead_port}"
+    (tmp_path / ".git").mkdir()
+    k8s = tmp_path / "k8s"
+    k8s.mkdir()
+    (k8s / "deploy.yaml").write_text(DEPLOY.format(host=host))
+    (k8s / "pod.json").write_text(json.dumps(POD, indent=2).replace("{host}", host))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return tmp_path

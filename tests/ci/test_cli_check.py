@@ -16,87 +16,9 @@ import jsonschema
 import pytest
 
 from canrun import cli
-from canrun.config_file import find_config
+from tests.ci.cli_support import APP_LINE, JOB_LINE, SIDECAR_LINE, check
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
-
-DEPLOY = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: shop
-spec:
-  template:
-    spec:
-      containers:
-        - name: app
-          image: {host}/shop/web:1.0
-        - name: sidecar
-          image: {host}/shop/proxy:2.0
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
----
-apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: nightly
-  namespace: shop
-spec:
-  schedule: "0 1 * * *"
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          restartPolicy: Never
-          containers:
-            - name: job
-              image: {host}/shop/job:3
-"""
-# the lines of the containers' "- name:" items above
-APP_LINE, SIDECAR_LINE, JOB_LINE = 10, 12, 33
-
-POD = {
-    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "debug", "namespace": "shop"},
-    "spec": {"containers": [{"name": "shell", "image": "{host}/shop/debug:1"}]},
-}
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def summary(self) -> str:
-        return self.out.strip().splitlines()[-1]
-
-
-def check(*argv: str, stdin: str = "", monkeypatch: pytest.MonkeyPatch | None = None) -> Result:
-    if monkeypatch is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    out, err = io.StringIO(), io.StringIO()
-    code = cli.main(["check", "--no-cache", *argv], stdout=out, stderr=err)
-    assert "Traceback" not in out.getvalue() + err.getvalue()
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-@pytest.fixture
-def repo(tmp_path: Path, dead_port: int, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A git-like repository with manifests in k8s/, the working directory at its root."""
-    assert find_config(tmp_path) is None, "a stray .canrun.yaml above the test directory would leak in"
-    host = f"127.0.0.1:{dead_port}"
-    (tmp_path / ".git").mkdir()
-    k8s = tmp_path / "k8s"
-    k8s.mkdir()
-    (k8s / "deploy.yaml").write_text(DEPLOY.format(host=host))
-    (k8s / "pod.json").write_text(json.dumps(POD, indent=2).replace("{host}", host))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    return tmp_path
-
 
 def _by_container(findings: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
     return {f["container"]: f for f in findings}
@@ -170,8 +92,6 @@ def test_junit_counts_containers_times_platforms(repo: Path, tmp_path: Path) -> 
     assert failure is not None and failure.get("type") == "image-unresolvable"
 
 
-@pytest.mark.xfail(strict=True, reason="validator: an unreadable image's finding names only the first platform "
-                   "(Validator._check_container keeps the first failure per message); lead to fold the platforms")
 def test_junit_an_unreadable_image_fails_on_every_platform(repo: Path) -> None:
     r = check("-f", "k8s/pod.json", "--format", "junit", "--strict", "--platform", "linux/amd64,linux/arm64")
     root = ET.fromstring(r.out)
@@ -366,3 +286,21 @@ def test_kustomize_output_through_stdin(repo: Path, monkeypatch: pytest.MonkeyPa
         # each line points at the container's own "- name:" item in the rendered stream
         line = rendered.splitlines()[f["location"]["line"] - 1]
         assert line.strip() in (f"- name: {f['container']}", f"- image: {f['image']}"), line
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_colour_on_a_terminal_never_in_the_file_nor_with_NO_COLOR(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _Tty()
+    code = cli.main(["check", "--no-cache", "-f", "k8s/pod.json", "--output", "report.txt"], stdout=out,
+                    stderr=io.StringIO())
+    assert code == 0
+    assert "\033[33m" in out.getvalue()
+    assert "\033[" not in (repo / "report.txt").read_text()
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _Tty()
+    cli.main(["check", "--no-cache", "-f", "k8s/pod.json"], stdout=out, stderr=io.StringIO())
+    assert "\033[" not in out.getvalue()

@@ -271,9 +271,14 @@ def test_lost_race_adopts_the_winner(webhook_config: KubeAPIStandIn, cluster: Cl
     assert bundle_in_cluster(webhook_config)[0] == winner.cert_pem
 
 
-def test_missing_webhook_configuration_is_reported(kubeapi: KubeAPIStandIn, cluster: Cluster,
-                                                   tmp_path: Path, clock: Clock) -> None:
-    from canrun.errors import ClusterError
-
-    with pytest.raises(ClusterError, match="ValidatingWebhookConfiguration canrun not found"):
-        manager(cluster, tmp_path, clock).ensure()
+def test_serving_starts_before_the_webhook_configuration_exists(kubeapi: KubeAPIStandIn, cluster: Cluster,
+                                                                tmp_path: Path, clock: Clock) -> None:
+    m = manager(cluster, tmp_path, clock)
+    state = m.reconcile()
+    assert state.cert_file.exists() and not state.ca_bundle_patched
+    assert state.ca_bundle_error and "ValidatingWebhookConfiguration canrun not found" in state.ca_bundle_error
+    kubeapi.add({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                 "metadata": {"name": "canrun"}, "webhooks": [{"name": "validate.canrun.io", "clientConfig": {}}]})
+    later = m.reconcile()
+    assert later.ca_bundle_patched and later.ca_bundle_error is None and not later.rotated
+    assert bundle_in_cluster(kubeapi) == [state.ca_bundle_pem]

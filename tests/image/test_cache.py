@@ -6,6 +6,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -161,9 +162,13 @@ def _reader(root: str, rounds: int, out: "multiprocessing.Queue[str]") -> None:
     cache = Cache(root)
     valid = {sample(n=3000, tag=t).files["/etc/passwd"]: sample(n=3000, tag=t) for t in ("a", "b", "c")}
     seen = 0
-    for _ in range(rounds):
+    # Read until enough complete indexes were seen (not a fixed count of tries): under load the
+    # spawned writers may start after the readers, and a reader that gives up early proves nothing.
+    deadline = time.monotonic() + 60
+    while seen < rounds and time.monotonic() < deadline:
         got = cache.get_layer(DIGEST)
         if got is None:
+            time.sleep(0.001)
             continue
         if valid.get(got.files.get("/etc/passwd", b"")) != got:
             out.put("torn")

@@ -7,8 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from canrun.kube.manifests import ManifestLimits, load_objects, load_text, line_of
+from canrun.kube.manifests import ManifestLimits, line_of, load_objects, load_text
+from canrun.kube.workloads import workloads_from_load
 
 MULTI = """\
 # a leading comment
@@ -298,3 +301,27 @@ def test_pipes_named_explicitly_are_read_and_fifos_in_directories_skipped(tmp_pa
     finally:
         os.close(read_end)
     assert names(loaded) == ["piped"]
+
+
+TOKENS = [*"ab:- \n\t{}[],&*!|>'\"#%@`?\\0123", "---\n", "<<: ", "{{", "apiVersion: v1\nkind: Pod\n",
+          "kind: CronJob\napiVersion: batch/v1\n", "spec:\n", "  containers:\n", "  - ", "image: x\n", "name: a\n",
+          "  jobTemplate: ", "template: ", "command: ", "env: ", "securityContext: ", "volumes: ", "&a ", "*a "]
+YAMLISH = st.lists(st.sampled_from(TOKENS), max_size=60).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=YAMLISH)
+def test_any_text_gives_objects_or_errors_never_an_exception(text: str) -> None:
+    loaded = load_text(text, "fuzz.yaml")
+    for error in loaded.errors:
+        assert str(error).startswith("fuzz.yaml")
+    for item in loaded.objects:
+        assert isinstance(item.obj, dict) and item.source.file == "fuzz.yaml"
+    result = workloads_from_load(loaded)
+    assert len(result.errors) >= len(loaded.errors)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_any_bytes_never_raise(data: bytes) -> None:
+    workloads_from_load(load_text(data, "fuzz.bin"))

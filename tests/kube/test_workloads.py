@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canrun.errors import ManifestError
 from canrun.kube.manifests import load_text
@@ -359,3 +361,26 @@ def test_realworld_style_template_name_is_refused() -> None:
     (error,) = from_text(text, "t.yaml").errors
     assert str(error) == ("t.yaml:4: Pod vttablet-{{uid}}: metadata.name 'vttablet-{{uid}}' is an unrendered "
                           "template ({{ … }}); render it first, e.g. `helm template … | canrun check -f -`")
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                           st.sampled_from(["containers", "initContainers", "jobTemplate", "name", "image", "command", "args", "env", "value", "valueFrom",
+                                            "securityContext", "runAsUser", "capabilities", "add", "volumes",
+                                            "configMap", "items", "mode", "defaultMode", "volumeMounts",
+                                            "mountPath", "affinity", "nodeAffinity", "nodeSelector", "key",
+                                            "operator", "values", "template", "spec", "metadata",
+                                            "annotations"]), inner, max_size=4),
+                       max_leaves=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(spec=JSONISH, kind=st.sampled_from(["Pod", "Deployment", "CronJob", "PodTemplate"]))
+def test_api_objects_of_any_shape_give_a_workload_none_or_manifest_error(spec: object, kind: str) -> None:
+    api = {"Pod": "v1", "PodTemplate": "v1", "Deployment": "apps/v1", "CronJob": "batch/v1"}[kind]
+    obj = {"apiVersion": api, "kind": kind, "metadata": {"name": "x"},
+           "spec" if kind != "PodTemplate" else "template": spec}
+    try:
+        workload_from_object(obj)
+    except ManifestError as exc:
+        assert str(exc).startswith(f"{kind} x: ")

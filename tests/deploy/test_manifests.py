@@ -1,0 +1,227 @@
+"""The deploy manifests: every file parses, every kustomization points at real files, every object validates
+against the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields fail), and the settings
+that keep a cluster safe (failurePolicy, the namespaceSelector, the restricted securityContext, least-privilege
+RBAC) are what the docs promise.
+
+Overlays are rendered with ``kubectl kustomize`` when kubectl is installed (it is in the dev image); without it
+those tests skip and the base files are still validated one by one.  Kinds from CRDs (cert-manager's Issuer
+and Certificate, wg-policy's PolicyReport) have no schema in kubernetes-validate and are skipped, by group.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+#: The oldest Kubernetes minor canrun supports, and the newest the schemas know.
+VERSIONS = ("1.31", kubernetes_validate.utils.latest_version())
+#: Groups whose kinds come from CRDs: no upstream schema to validate against.
+CRD_GROUPS = ("cert-manager.io", "wgpolicyk8s.io", "kyverno.io")
+KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+ALL_YAML = sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml"))
+KUSTOMIZATIONS = sorted(p for p in ALL_YAML if p.name in KUSTOMIZE_FILES)
+OVERLAYS = sorted(p.parent for p in KUSTOMIZATIONS if "overlays" in p.parts)
+KUBECTL = shutil.which("kubectl")
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: overlays are not rendered")
+
+
+def load_all(path: Path) -> list[Any]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def is_patch_or_config(path: Path, doc: Any) -> bool:
+    """Files that are not whole objects: kustomizations, JSON 6902 patch lists, strategic-merge patches."""
+    if path.name in KUSTOMIZE_FILES or isinstance(doc, list):
+        return True
+    kust = path.parent / "kustomization.yaml"
+    if kust.exists():
+        k = yaml.safe_load(kust.read_text()) or {}
+        patch_paths = {p.get("path") for p in k.get("patches") or [] if isinstance(p, dict)}
+        patch_paths |= set(k.get("patchesStrategicMerge") or [])
+        return path.name in patch_paths
+    return False
+
+
+def validate(obj: dict[str, Any], where: str) -> None:
+    group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+    if group in CRD_GROUPS:
+        return  # CRD kind: no schema upstream (noted in the module docstring)
+    for version in VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where}: {obj['kind']} {obj['metadata'].get('name')} invalid for Kubernetes {version}: "
+                        f"{exc.message} at {'/'.join(str(p) for p in exc.path)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _kustomize(overlay: Path) -> str:
+    assert KUBECTL is not None
+    out = subprocess.run([KUBECTL, "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"kubectl kustomize {overlay} failed:\n{out.stderr[-2000:]}"
+    return out.stdout
+
+
+def render(overlay: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(_kustomize(overlay)) if d]
+
+
+def find(objs: list[dict[str, Any]], kind: str, name: str = "canrun") -> dict[str, Any]:
+    matches = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def base_objects() -> list[dict[str, Any]]:
+    return render(MANIFESTS / "base")
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def test_there_are_manifests() -> None:
+    assert (MANIFESTS / "base" / "kustomization.yaml").is_file()
+    assert {p.name for p in OVERLAYS} >= {"cert-manager", "enforce-by-default"}
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=lambda p: str(p.relative_to(MANIFESTS)))
+def test_every_yaml_file_parses_and_objects_validate(path: Path) -> None:
+    docs = load_all(path)
+    assert docs, f"{path} is empty"
+    for doc in docs:
+        if is_patch_or_config(path, doc):
+            continue
+        assert isinstance(doc, dict) and {"apiVersion", "kind", "metadata"} <= set(doc), f"{path}: not an object"
+        validate(doc, str(path.relative_to(ROOT)))
+
+
+@pytest.mark.parametrize("kust", KUSTOMIZATIONS, ids=lambda p: str(p.parent.relative_to(MANIFESTS)))
+def test_kustomizations_reference_existing_files(kust: Path) -> None:
+    k = yaml.safe_load(kust.read_text())
+    refs = list(k.get("resources") or []) + list(k.get("components") or [])
+    refs += [p["path"] for p in k.get("patches") or [] if isinstance(p, dict) and "path" in p]
+    refs += list(k.get("patchesStrategicMerge") or [])
+    for ref in refs:
+        target = (kust.parent / ref).resolve()
+        assert target.exists(), f"{kust.relative_to(ROOT)} references missing {ref}"
+        if target.is_dir():
+            assert any((target / n).exists() for n in KUSTOMIZE_FILES), f"{ref} has no kustomization"
+
+
+# --- rendered overlays ------------------------------------------------------------------------------
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
+def test_rendered_objects_validate(overlay: Path) -> None:
+    objs = render(overlay)
+    assert objs
+    for obj in objs:
+        validate(obj, f"kubectl kustomize {overlay.relative_to(ROOT)}")
+
+
+@needs_kubectl
+def test_webhook_cannot_lock_out_its_own_recovery() -> None:
+    objs = base_objects()
+    namespace = find(objs, "Namespace")["metadata"]["name"]
+    [hook] = find(objs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"
+    assert hook["sideEffects"] == "NoneOnDryRun"
+    assert hook["timeoutSeconds"] == 10 and hook["matchPolicy"] == "Equivalent"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    excluded = next(e for e in hook["namespaceSelector"]["matchExpressions"]
+                    if e["key"] == "kubernetes.io/metadata.name")
+    assert excluded["operator"] == "NotIn" and {"kube-system", namespace} <= set(excluded["values"])
+    assert hook["clientConfig"]["service"] == {"name": "canrun", "namespace": namespace, "path": "/validate",
+                                               "port": 443}
+    covered = {(g, r) for rule in hook["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               if set(rule["operations"]) >= {"CREATE", "UPDATE"}}
+    assert covered >= {("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
+                       ("", "podtemplates"), ("apps", "deployments"), ("apps", "replicasets"),
+                       ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"), ("batch", "cronjobs")}
+
+
+@needs_kubectl
+def test_deployment_is_restricted_and_highly_available() -> None:
+    objs = base_objects()
+    deploy = find(objs, "Deployment")
+    spec = deploy["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] == 65532 and sc["readOnlyRootFilesystem"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert deploy["spec"]["replicas"] == 2
+    assert spec["affinity"]["podAntiAffinity"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert {"name": "https", "containerPort": 8443, "protocol": "TCP"} in c["ports"]
+    assert "--self-managed-certs" in c["args"]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", "/var/cache/canrun"} <= mounts
+    assert all("emptyDir" in v for v in spec["volumes"])
+    pdb = find(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+    svc = find(objs, "Service")
+    assert svc["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+
+
+@needs_kubectl
+def test_rbac_is_least_privilege() -> None:
+    objs = base_objects()
+    rules = find(objs, "ClusterRole")["rules"]
+    for rule in rules:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+    grants = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("", "secrets", "get") in grants
+    assert not {v for g, r, v in grants if r == "secrets"} - {"get"}, "secrets: get only, never list"
+    [vwc_rule] = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
+    assert vwc_rule["resourceNames"] == ["canrun"] and set(vwc_rule["verbs"]) == {"get", "patch"}
+    role = find(objs, "Role", "canrun-tls")
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named and all(r["resourceNames"] == ["canrun-tls"] for r in named)
+    binding = find(objs, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "canrun", "namespace": "canrun"}]
+
+
+@needs_kubectl
+def test_cert_manager_overlay_serves_the_mounted_certificate() -> None:
+    objs = render(MANIFESTS / "overlays" / "cert-manager")
+    vwc = find(objs, "ValidatingWebhookConfiguration")
+    cert = find(objs, "Certificate", "canrun-serving")
+    assert vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == "canrun/canrun-serving"
+    [c] = find(objs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--self-managed-certs" not in c["args"]
+    assert "--tls-cert=/etc/canrun/tls/tls.crt" in c["args"]
+    volumes = find(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": cert["spec"]["secretName"], "defaultMode": 0o440}} in volumes
+    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding") and o["metadata"]["name"] == "canrun-tls"]
+    assert set(cert["spec"]["dnsNames"]) >= {"canrun.canrun.svc"}
+
+
+@needs_kubectl
+def test_enforce_overlay_sets_the_default_mode() -> None:
+    [c] = find(render(MANIFESTS / "overlays" / "enforce-by-default"), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--mode=enforce" in c["args"] and "--self-managed-certs" in c["args"]
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
+def test_serve_accepts_the_manifest_flags(overlay: Path) -> None:
+    """The args in each rendered webhook Deployment are flags `canrun serve` really has (parsed, not run)."""
+    from canrun.cli import build_parser
+
+    deployments = [o for o in render(overlay) if o["kind"] == "Deployment" and o["metadata"]["name"] == "canrun"]
+    for deploy in deployments:
+        [c] = deploy["spec"]["template"]["spec"]["containers"]
+        assert build_parser().parse_args(["serve", *c["args"]]).command == "serve"

@@ -1,0 +1,64 @@
+"""``canrun serve`` as a user runs it on a laptop: a subprocess, a generated certificate, JSON logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.images import Catalogue
+from tests.support.registry import free_port
+from tests.webhook.conftest import container, pod, review
+
+pytestmark = pytest.mark.registry
+
+
+def test_serve_standalone_with_a_generated_certificate(tmp_path: Path, catalogue: Catalogue) -> None:
+    port = free_port()
+    certs = tmp_path / "certs"
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "absent-kubeconfig"), "CANRUN_CACHE_DIR": str(tmp_path / "c")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canrun", "serve", "--host", "127.0.0.1", "--port", str(port), "--cert-dir",
+         str(certs), "--platform", "linux/amd64", "--mode", "enforce", "--insecure-registry", catalogue.host],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 30
+        while not (certs / "ca.crt").exists() or proc.poll() is not None:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        verify = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30) as client:
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "canrun serve did not become ready"
+                time.sleep(0.1)
+            body = review(pod([container(catalogue.ref("whiteout"), name="server")], name="web"))
+            answer = client.post("/validate", json=body).json()["response"]
+        assert answer["allowed"] is False and "command-not-found" in answer["status"]["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    # uvicorn re-raises the SIGTERM it handled once shut down cleanly
+    assert proc.returncode in (0, -signal.SIGTERM), err.decode()[-2000:]
+    assert "Application shutdown complete" in err.decode()
+    records = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    decision = [r for r in records if r.get("logger") == "canrun.webhook.admission"]
+    assert len(decision) == 1
+    d = decision[0]
+    assert (d["kind"], d["namespace"], d["name"], d["operation"], d["mode"], d["verdict"]) == (
+        "Pod", "default", "web", "CREATE", "enforce", "denied")
+    assert d["findings"] == ["command-not-found"] and d["uid"] == body["request"]["uid"] and "latency_ms" in d
+    assert any("running standalone" in r["msg"] for r in records)
