@@ -16,9 +16,13 @@ Targets (issue "Webhook"): p99 ≤ 10 ms at 200 req/s; throughput ≥ 50 % of th
 
 Run: ``.venv/bin/python bench/bench_webhook.py`` (or ``make bench``).
 
-Measured on the 2-core development machine (see the printed table for a fresh run):
-  floor   p50 1.2 ms  p99 2.5 ms  1150 req/s
-  canrun  p50 1.6 ms  p99 3.5 ms   880 req/s   -> p99 ≤ 10 ms, throughput 0.77 × floor
+Measured on the 2-core development machine while other test suites ran on it (load average 4-6, so
+the tails are the machine's more than the server's; rerun on a quiet machine):
+          p50 ms   p99 ms  at req/s  max req/s
+  floor     1.47    10.12       200       1103
+  canrun    3.71    87.66       197        558   -> throughput 0.51 x floor (target met), p99 missed
+In-process (no HTTP, no TLS) a warm admission of that review costs ~0.3 ms in ``AdmissionService.review``:
+parsing the object into a Workload (~0.2 ms) dominates; the verdict itself comes from the verdict cache.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ and Certificate, wg-policy's PolicyReport) have no schema in kubernetes-validate
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,8 +32,23 @@ KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 ALL_YAML = sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml"))
 KUSTOMIZATIONS = sorted(p for p in ALL_YAML if p.name in KUSTOMIZE_FILES)
 OVERLAYS = sorted(p.parent for p in KUSTOMIZATIONS if "overlays" in p.parts)
-KUBECTL = shutil.which("kubectl")
-needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: overlays are not rendered")
+
+
+def _kubectl_with_kustomize_v4() -> str | None:
+    """kubectl whose built-in kustomize knows components and ``labels`` (kustomize v4+, kubectl 1.21+)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    try:
+        out = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"Kustomize Version: v(\d+)", out)
+    return kubectl if m and int(m.group(1)) >= 4 else None
+
+
+KUBECTL = _kubectl_with_kustomize_v4()
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="no kubectl with kustomize v4+: overlays not rendered")
 
 
 def load_all(path: Path) -> list[Any]:
