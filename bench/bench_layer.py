@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -193,7 +194,8 @@ def main() -> int:
             print(f"tarfile r|gz (stdlib)             : {tf['seconds']:6.2f} s  = {tf['seconds'] / yard:.2f} x yardstick"
                   f"   peak RSS {tf['rss'] / 1024:.0f} MB")
         print(f"cache: {runs[0]['cache_bytes'] / 1e3:.0f} kB for {entries} entries, decode {runs[0]['cache_load'] * 1e3:.0f} ms")
-        warm = timed_shell(f"{sys.executable} -c '{CHILD_WARM.format(root=str(ROOT), cache_root=cache_root)}'", repeat=3)
+        warm = timed_shell(f"{sys.executable} -c {shlex.quote(CHILD_WARM.format(root=str(ROOT), cache_root=cache_root))}",
+                           repeat=3)
         bare = timed_shell(f"{sys.executable} -c pass", repeat=3)
         print(f"cache: fresh process that loads the index: {warm:.3f} s (bare interpreter {bare:.3f} s)")
     finally:

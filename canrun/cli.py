@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
                        help="manifest file or directory (recursive); - reads stdin (repeatable)")
     check.add_argument("paths", nargs="*", metavar="PATH", help="more manifests, as with -f (for pre-commit)")
-    from canrun.output import command as check_command
+    from canrun.check import command as check_command
     check_command.add_arguments(check)
     _common(check)
     # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
@@ -113,7 +113,7 @@ class _Progress:
 
 
 async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    from canrun.output import command as check_command
+    from canrun.check import command as check_command
 
     progress = _Progress(stderr)
     try:
