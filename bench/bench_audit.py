@@ -105,7 +105,7 @@ def serve_cluster(workdir: Path, refs: list[str], ready: Any, stop: Any) -> None
     api.add({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": {
         "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux"}},
         "status": {"nodeInfo": {"architecture": "amd64", "operatingSystem": "linux"}}})
-    ready.put(kubeconfig)
+    ready.put(str(api.kubeconfig_path))
     stop.wait()
     api.stop()
 

@@ -39,6 +39,10 @@ class Limits:
     max_kept_file_size: int = 4 * MIB
     #: Largest image config blob read whole (real configs are a few KiB; huge history lists reach ~1 MiB).
     max_config_bytes: int = 8 * MIB
+    #: Layers in one image manifest.  overlayfs stacks at most 500 lower layers (the kernel's
+    #: OVL_MAX_STACK), so no runtime on overlayfs mounts more; a manifest listing 10,000 would
+    #: otherwise cost one fetch and one merge per entry.
+    max_layers: int = 500
     #: Bytes kept from the start of every executable (enough for the ELF program headers).
     exec_head_size: int = 64 * KIB
     #: Wall-clock seconds for indexing one layer, waiting for the network included.

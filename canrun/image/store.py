@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from canrun.errors import ImageCorrupt, UnsupportedManifest
+from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.image.cache import Cache
 from canrun.image.fs import MergedFS
 from canrun.image.layer import index_layer
@@ -31,10 +32,14 @@ from canrun.image.limits import Limits
 from canrun.image.manifest import ImageIndex, ImageManifest, layer_compression, parse_manifest, select_manifest
 from canrun.image.model import ImageConfig, LayerIndex
 from canrun.platform import Platform
+from canrun.registry.auth import current_keychain
 from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.reference import Reference
 
 T = TypeVar("T")
+
+#: Seconds a request identity's access to a repository stays confirmed (see ImageStore._confirm_access).
+ACCESS_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,45 @@ class ImageStore:
         self._memory_views = memory_views
         self._layers: OrderedDict[str, LayerIndex] = OrderedDict()
         self.stats = {"layers_fetched": 0, "layers_cached": 0, "manifests_fetched": 0}
+        #: (registry, repository, credential fingerprint) -> until when that identity's access is confirmed.
+        self._access: dict[tuple[str, str, str], float] = {}
 
     # -- references ---------------------------------------------------------------------------
 
     async def resolve(self, ref: Reference) -> ResolvedImage:
+        await self._confirm_access(ref)
         return await self._flight.run(("resolve", str(ref)), lambda: self._resolve(ref))
+
+    async def _confirm_access(self, ref: Reference) -> None:
+        """Under a request keychain (the webhook's per-pod pull secrets), prove this identity may read the repository.
+
+        Everything below is cached by tag or digest, not by who asked: without this
+        check a pod with no pull secret (in any namespace, even a dry run) would be
+        judged from what another tenant's secret fetched, learning what a private
+        image contains.  The kubelet re-checks credentials for cached images the
+        same way.  One registry round trip per (repository, credential) per
+        ``ACCESS_TTL``; the CLI and the audit (one identity) skip it.
+        """
+        keychain = current_keychain()
+        if keychain is None:
+            return
+        cred = await asyncio.to_thread(keychain.lookup, ref.registry) if keychain.needs_subprocess \
+            else keychain.lookup(ref.registry)
+        key = (ref.registry, ref.repository, cred.fingerprint if cred is not None else "")
+        now = time.monotonic()
+        if self._access.get(key, 0.0) > now:
+            return
+
+        async def check() -> None:
+            if ref.digest is None:
+                await self.backend.resolve(ref)  # a HEAD with this identity's credentials
+            else:
+                await self.backend.manifest(ref, ref.digest)
+            self._access[key] = time.monotonic() + ACCESS_TTL
+            while len(self._access) > 4096:
+                self._access.pop(next(iter(self._access)))
+
+        await self._flight.run(("access", *key), check)
 
     async def _resolve(self, ref: Reference) -> ResolvedImage:
         descriptor = await self._top_descriptor(ref)
@@ -187,7 +226,14 @@ class ImageStore:
             if not isinstance(parsed, ImageManifest):
                 raise UnsupportedManifest(f"{ref}: index entry {descriptor.digest} is not an image manifest")
             manifest = parsed
+        if len(manifest.layers) > self.limits.max_layers:
+            raise LimitExceeded(f"{ref}: the manifest lists {len(manifest.layers)} layers, more than the "
+                                f"{self.limits.max_layers} canrun reads (overlayfs stacks at most 500)")
         config_bytes = await self._config_blob(ref, manifest.config)
+        if manifest.config.size >= 0 and len(config_bytes) != manifest.config.size:
+            # containerd refuses a blob whose size differs from its descriptor ("unexpected commit size")
+            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is {len(config_bytes)} bytes but "
+                               f"the manifest gives its size as {manifest.config.size}")
         try:
             config_doc = json.loads(config_bytes)
         except ValueError as exc:

@@ -388,6 +388,8 @@ class RegistryClient:
                 raise ImageCorrupt(f"{ref}: blob {digest} is longer than the {size} bytes its descriptor says")
             hasher.update(chunk)
             yield chunk
+        if size is not None and size >= 0 and total != size:
+            raise ImageCorrupt(f"{ref}: blob {digest} is {total} bytes but its descriptor gives its size as {size}")
         actual = f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}"
         if actual != digest:
             raise ImageCorrupt(f"{ref}: blob {digest} does not match its digest (the registry sent {actual}, "

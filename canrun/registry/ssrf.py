@@ -104,7 +104,8 @@ class SsrfGuard:
         if reason is not None:
             raise RegistryUnreachable(
                 f"refusing to contact {host}: it resolves to {reason} (SSRF guard); if this registry is "
-                f"legitimate, add {split_host_port(host)[0]} to the allowed registry hosts", host=host)
+                f"legitimate, add it to the allowed registry hosts (canrun serve --allow-registry-host {host})",
+                host=host)
 
     async def _reason(self, host: str) -> str | None:
         name, port = split_host_port(host)

@@ -18,21 +18,35 @@ _STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "msg", ...fields}`` on one line."""
+    """``{"time", "level", "logger", "msg", ...fields}`` on one line.
+
+    It runs once per admission on the webhook's hot path, so the timestamp text is
+    reused within a second and only the record's non-standard attributes are visited.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # racing threads at worst both recompute the same text
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         data: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        fields = getattr(record, "fields", None)
+        attrs = vars(record)
+        fields = attrs.get("fields")
         if isinstance(fields, dict):
             data.update(fields)
-        for key, value in vars(record).items():
-            if key not in _STD and key not in ("fields", "color_message") and not key.startswith("_"):
-                data.setdefault(key, value)
+        for key in attrs.keys() - _STD:
+            if key not in ("fields", "color_message") and not key.startswith("_"):
+                data.setdefault(key, attrs[key])
         if record.exc_info:
             data["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return json.dumps(data, default=str, separators=(",", ":"))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -291,7 +292,8 @@ class AdmissionService:
     async def _judge(self, workload: Workload, pool: NodePool, namespace: str,
                      remaining: float) -> tuple[Report | None, bool]:
         """The report for a workload within ``remaining`` seconds (None if not in time), and whether it was cached."""
-        key = _verdict_key(workload, pool)
+        # the namespace too: its pull secrets decide what may be read, so one tenant's verdict is not another's
+        key = (namespace, *_verdict_key(workload, pool))
         now = time.monotonic()
         hit = self._verdicts.get(key)
         if hit is not None and hit.pool is pool and hit.expires > now:
@@ -380,6 +382,7 @@ class AdmissionService:
                                               ANNOTATION_VALUE_LIMIT)
         exemption_warnings = ([shorten(f"canrun: exempted by {SKIP_ANNOTATION}={exempt_value}: {e}")
                                for e in exempted])
+        exemption_warnings += ssrf_remedies(shown)
         if mode == "enforce":
             if errors:
                 return Outcome(Decision(allowed=False, code=403, message=deny_message(workload, errors),
@@ -497,6 +500,20 @@ def finding_line(f: Finding) -> str:
     if f.platform:
         where += f" on {f.platform}"
     return f"- {where}: {f.rule}: {f.message} (fix: {f.hint})"
+
+
+_SSRF_REFUSAL = re.compile(r"refusing to contact (\S+): .*\(SSRF guard\)")
+
+
+def ssrf_remedies(findings: Sequence[Finding]) -> list[str]:
+    """One warning per registry host the SSRF guard refused, saying how to allow it.
+
+    The finding's own warning line is cut at 120 characters, before the remedy;
+    the person who sees the warning must still learn the one flag that changes it.
+    """
+    hosts = dict.fromkeys(m.group(1) for f in findings if (m := _SSRF_REFUSAL.search(f.message)))
+    return [shorten(f"canrun: --allow-registry-host {h} lets canrun read this registry (its SSRF guard refused it)")
+            for h in hosts]
 
 
 def deny_message(workload: Workload, errors: Sequence[Finding]) -> str:

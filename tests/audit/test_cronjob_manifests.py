@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,15 @@ def test_cronjob_pod_is_restricted_and_runs_a_valid_audit_command() -> None:
     assert sc["capabilities"]["drop"] == ["ALL"]
     args = build_parser().parse_args(container["args"])
     assert args.command == "audit" and args.apply and args.exit_zero
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_builds_the_overlay_with_the_base_image_name() -> None:
+    built = subprocess.run(["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding", "CronJob", "Namespace",
+                                               "ServiceAccount"]
+    cronjob = next(d for d in docs if d["kind"] == "CronJob")
+    assert cronjob["metadata"]["namespace"] == "canrun"
+    image = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("ghcr.io/canrun/canrun:")
