@@ -120,6 +120,7 @@ def encode_index(index: LayerIndex) -> bytes:
     file_names = list(index.files)
     meta = {
         "digest": index.digest,
+        "size": index.size,
         "count": len(index.entries),
         "exec": execs,
         "files": [[name, len(index.files[name])] for name in file_names],
@@ -196,7 +197,9 @@ def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
             offset += size
         if offset != len(data):
             raise _Corrupt("files")
-        return LayerIndex(digest=str(meta["digest"]), entries=entries, files=files)
+        size = meta.get("size", -1)
+        return LayerIndex(digest=str(meta["digest"]), entries=entries, files=files,
+                          size=size if isinstance(size, int) else -1)
     except _Corrupt:
         raise
     except (

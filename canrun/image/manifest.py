@@ -62,6 +62,34 @@ class ImageIndex:
         """The entries a node could pull: image manifests with a real platform, no attestations or artifacts."""
         return [d for d in self.manifests if is_image_entry(d)]
 
+    def nested(self) -> list[Descriptor]:
+        """Entries that are themselves indexes: containerd walks into them as if their entries were here."""
+        return [d for d in self.manifests if d.media_type in INDEX_TYPES and not d.artifact_type]
+
+
+def flatten(outer: ImageIndex, children: dict[str, ImageIndex]) -> ImageIndex:
+    """``outer`` with each nested index entry replaced by that index's entries (``children`` by digest).
+
+    containerd's ``images.Manifest`` keeps an index entry whose platform matches
+    (or that has none) and recurses into it, so an inner manifest is pulled when
+    both its own platform and its parent entry's fit the node.  Flattened, an
+    inner entry without a platform takes its parent's; one whose platform
+    differs from a platformed parent's is dropped (no node matches both).
+    """
+    flat: list[Descriptor] = []
+    for entry in outer.manifests:
+        child = children.get(entry.digest) if entry.media_type in INDEX_TYPES else None
+        if child is None:
+            flat.append(entry)
+            continue
+        for inner in child.manifests:
+            if inner.platform is None:
+                inner = replace(inner, platform=entry.platform)
+            elif entry.platform is not None and inner.platform != entry.platform:
+                continue
+            flat.append(inner)
+    return ImageIndex(outer.descriptor, flat)
+
 
 @dataclass(frozen=True)
 class ImageManifest:

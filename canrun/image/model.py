@@ -101,6 +101,8 @@ class LayerIndex:
     entries: list[Entry]
     #: Contents of KEPT_FILES present in this layer (by clean absolute path).
     files: dict[str, bytes] = field(default_factory=dict)
+    #: Bytes of the (compressed) blob as read and verified against its digest; -1 when not known.
+    size: int = -1
 
 
 @dataclass(frozen=True)

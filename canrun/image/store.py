@@ -29,7 +29,8 @@ from canrun.image.cache import Cache
 from canrun.image.fs import MergedFS
 from canrun.image.layer import index_layer
 from canrun.image.limits import Limits
-from canrun.image.manifest import ImageIndex, ImageManifest, layer_compression, parse_manifest, select_manifest
+from canrun.image.manifest import (ImageIndex, ImageManifest, flatten, layer_compression, parse_manifest,
+                                   select_manifest)
 from canrun.image.model import ImageConfig, LayerIndex
 from canrun.platform import Platform
 from canrun.registry.auth import current_keychain
@@ -37,6 +38,9 @@ from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.reference import Reference
 
 T = TypeVar("T")
+
+#: How deep canrun follows indexes nested in indexes (real images nest at most once).
+MAX_INDEX_DEPTH = 4
 
 #: Seconds a request identity's access to a repository stays confirmed (see ImageStore._confirm_access).
 ACCESS_TTL = 60.0
@@ -166,8 +170,23 @@ class ImageStore:
         body = await self._manifest_body(ref, descriptor)
         parsed = parse_manifest(descriptor, body)
         if isinstance(parsed, ImageIndex):
-            return ResolvedImage(ref, descriptor, parsed, None)
+            return ResolvedImage(ref, descriptor, await self._flatten(ref, parsed, MAX_INDEX_DEPTH), None)
         return ResolvedImage(ref, descriptor, None, parsed)
+
+    async def _flatten(self, ref: Reference, index: ImageIndex, depth: int) -> ImageIndex:
+        """Fold indexes nested in ``index`` into it, as containerd walks them when it pulls."""
+        nested = index.nested()
+        if not nested:
+            return index
+        if depth <= 0:
+            raise LimitExceeded(f"{ref}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+        children: dict[str, ImageIndex] = {}
+        for entry in nested:
+            child = parse_manifest(entry, await self._manifest_body(ref, entry))
+            if not isinstance(child, ImageIndex):
+                raise UnsupportedManifest(f"{ref}: index entry {entry.digest} says it is an index but is not one")
+            children[entry.digest] = await self._flatten(ref, child, depth - 1)
+        return flatten(index, children)
 
     async def _top_descriptor(self, ref: Reference) -> Descriptor:
         key = f"{ref.registry}/{ref.repository}:{ref.tag}"
@@ -257,13 +276,18 @@ class ImageStore:
         return body
 
     async def _layer(self, ref: Reference, descriptor: Descriptor) -> LayerIndex:
-        hit = self._layers.get(descriptor.digest)
-        if hit is not None:
-            return hit
-        index = await self._flight.run(("layer", descriptor.digest), lambda: self._fetch_layer(ref, descriptor))
-        self._layers[descriptor.digest] = index
-        while len(self._layers) > 4 * self._memory_views:
-            self._layers.popitem(last=False)
+        index = self._layers.get(descriptor.digest)
+        if index is None:
+            index = await self._flight.run(("layer", descriptor.digest, descriptor.size),
+                                          lambda: self._fetch_layer(ref, descriptor))
+            self._layers[descriptor.digest] = index
+            while len(self._layers) > 4 * self._memory_views:
+                self._layers.popitem(last=False)
+        if descriptor.size >= 0 and index.size >= 0 and index.size != descriptor.size:
+            # The blob is right (its digest matched when it was read) but this manifest misstates its size;
+            # containerd refuses it on a node that does not hold the layer yet ("unexpected commit size").
+            raise ImageCorrupt(f"{ref}: layer {descriptor.digest} is {index.size} bytes but the manifest gives its "
+                               f"size as {descriptor.size}")
         return index
 
     async def _fetch_layer(self, ref: Reference, descriptor: Descriptor) -> LayerIndex:
@@ -277,6 +301,8 @@ class ImageStore:
             async with self.backend.stream_blob(ref, descriptor.digest, descriptor.size) as chunks:
                 index = await index_layer(chunks, digest=descriptor.digest, compression=compression,
                                           limits=self.limits)
+        if descriptor.size >= 0:
+            index.size = descriptor.size  # the registry client checked the body against it (and the digest)
         self.stats["layers_fetched"] += 1
         if self.cache is not None:
             await asyncio.to_thread(self.cache.put_layer, index)

@@ -8,7 +8,7 @@ import pytest
 
 from canrun.errors import ImageCorrupt, UnsupportedManifest
 from canrun.image.manifest import (DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, ImageIndex, ImageManifest,
-                                   layer_compression, parse_manifest, select_manifest)
+                                   flatten, layer_compression, parse_manifest, select_manifest)
 from canrun.platform import Platform
 from canrun.registry.base import Descriptor
 
@@ -146,3 +146,21 @@ def test_artifacts_are_not_images() -> None:
 def test_broken_documents_are_image_corrupt(body: bytes, fragment: str) -> None:
     with pytest.raises(ImageCorrupt, match=fragment):
         parse_manifest(TOP, body)
+
+
+def test_nested_indexes_are_walked_like_containerd() -> None:
+    """An index entry that is itself an index contributes its entries; a platformless inner entry takes its parent's."""
+    outer = parse_manifest(TOP, index_body(entry(1, "amd64", media_type=OCI_INDEX), entry(2, "arm64")))
+    assert isinstance(outer, ImageIndex)
+    inner_doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": dg(10), "size": 5},  # no platform: the parent's (amd64)
+        entry(11, "arm64"),  # contradicts its amd64 parent: no node matches both
+    ]}
+    inner = parse_manifest(outer.manifests[0], json.dumps(inner_doc).encode())
+    assert isinstance(inner, ImageIndex)
+    assert outer.images() and select_manifest(outer, Platform.parse("linux/amd64")) is None
+    flat = flatten(outer, {dg(1): inner})
+    picked = select_manifest(flat, Platform.parse("linux/amd64"))
+    assert picked is not None and picked.digest == dg(10)
+    arm = select_manifest(flat, Platform.parse("linux/arm64"))
+    assert arm is not None and arm.digest == dg(2)

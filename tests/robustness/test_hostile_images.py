@@ -59,14 +59,7 @@ def test_batch_is_bounded_and_fails_on_errors(batch: tuple[CliResult, dict[str, 
     assert not doc["input_errors"]
 
 
-NESTED_INDEX = pytest.mark.xfail(strict=True, reason=(
-    "defect, not fixed: containerd walks an index nested in an index (images.Manifest recurses into the best "
-    "matching child, index or manifest); canrun only considers image-manifest entries and reports a false "
-    "platform-missing error"))
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NESTED_INDEX) if n == "nested-index" else n
-                                  for n in cases.NAMES])
+@pytest.mark.parametrize("name", cases.NAMES)
 def test_hostile_image_finding(name: str, batch: tuple[CliResult, dict[str, Any]],
                                hostile: dict[str, cases.Pushed]) -> None:
     _, doc = batch
