@@ -24,9 +24,10 @@ CACHE = Path(os.environ.get("CANRUN_BENCH_CACHE", Path.home() / ".cache" / "canr
 #: (layer name, source directories, byte budget, file budget): ≈2 GB and ≈60k files in all.
 LAYERS: list[tuple[str, list[str], int, int]] = [
     ("usr-lib", ["/usr/lib/x86_64-linux-gnu", "/usr/lib/gcc", "/usr/lib/python3", "/usr/lib/jvm", "/usr/lib"],
-     1_300_000_000, 32_000),
-    ("python", [os.path.realpath(os.path.join(os.path.dirname(os.__file__), "..", "..")), "/usr/share"],
-     700_000_000, 28_000),
+     1_300_000_000, 25_000),
+    ("python", [os.path.realpath(os.path.join(os.path.dirname(os.__file__), "..", "..")),
+                os.path.expanduser("~/.pyenv")], 600_000_000, 30_000),
+    ("share", ["/usr/share", "/usr/include"], 600_000_000, 30_000),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import TextIO
 from canrun import __version__
 from canrun.config import RUNTIMES, Settings, open_engine
 from canrun.errors import CanrunError, UsageError
+from canrun.output.progress import ProgressBar
 from canrun.platform import Platform, parse_platforms
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -94,28 +95,10 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
     return settings, defaulted
 
 
-class _Progress:
-    """A one-line progress counter on stderr, only when a person is watching."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.enabled and total > 1:
-            self.stream.write(f"\rcanrun: checked {done}/{total} workloads")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
 async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from canrun.check import command as check_command
 
-    progress = _Progress(stderr)
+    progress = ProgressBar(stderr)
     try:
         return await check_command.run(args, stdout=stdout, stderr=stderr, progress=progress)
     finally:
@@ -126,7 +109,7 @@ async def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     from canrun.audit import command as audit_command
 
     settings, defaulted = _settings(args)
-    progress = _Progress(stderr)
+    progress = ProgressBar(stderr)
     try:
         return await audit_command.run(args, settings, stdout=stdout, stderr=stderr, progress=progress,
                                        platforms_given=not defaulted)

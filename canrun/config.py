@@ -110,7 +110,8 @@ class WebhookSettings:
     #: How long a verdict for the same pod spec is reused (tags can move: keep it short).
     verdict_ttl: float = 60.0
     verdict_cache_size: int = 4096
-    #: Index the images of running pods at start-up and every ``warm_interval`` seconds (0: never).
+    #: Index the images of running pods at start-up and as pods appear (a pod watch); a cluster that cannot
+    #: watch is listed every ``warm_interval`` seconds.  0: no warm-up.
     warm_interval: float = 300.0
     warm_concurrency: int = 4
     #: Record Kubernetes Events for findings in warn and audit modes.

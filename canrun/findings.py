@@ -63,8 +63,9 @@ _RULES = [
     Rule("no-command", "Neither the pod nor the image gives a command", Severity.ERROR,
          "CreateContainerError: no command specified",
          "set `command` in the manifest or ENTRYPOINT/CMD in the Dockerfile"),
-    Rule("user-not-found", "The image USER is not in the image's passwd/group", Severity.ERROR,
-         "CreateContainerError: unable to find user …: no matching entries in passwd file",
+    Rule("user-not-found", "The image USER names a user absent from the image's passwd", Severity.ERROR,
+         "CreateContainerError: no users found (containerd) / unable to find user …: no matching entries in "
+         "passwd file",
          "add the user to /etc/passwd in the image, use a numeric USER, or set runAsUser"),
     Rule("nonroot-conflict", "runAsNonRoot cannot be satisfied", Severity.ERROR,
          "CreateContainerConfigError: container has runAsNonRoot and image will run as root",

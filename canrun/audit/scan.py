@@ -23,7 +23,7 @@ them, so an arm64 node pool is taken into account without being told.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -32,9 +32,8 @@ from canrun.audit.inventory import ObjectLister, collect
 from canrun.audit.model import AuditRun
 from canrun.findings import Finding, sort_key
 from canrun.kube.scheduling import NodeInfo, NodePool
-from canrun.kube.workloads import workload_from_object
 from canrun.platform import Platform
-from canrun.spec import SourceLocation, Workload
+from canrun.spec import Workload
 from canrun.validator import SKIP_ANNOTATION, Report, Validator
 
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
@@ -123,15 +122,3 @@ def _restamp(f: Finding, judged: Workload, member: Workload) -> Finding:
     if f.source == judged.source:
         changes["source"] = member.source
     return replace(f, **changes)
-
-
-def workloads_of(objects: Sequence[Mapping[str, Any]]) -> list[Workload]:
-    """Raw API objects to workloads, the way every door reads them (kinds without a pod spec dropped)."""
-    found = (workload_from_object(obj, SourceLocation()) for obj in objects)
-    return [w for w in found if w is not None]
-
-
-async def judge_objects(objects: Sequence[Mapping[str, Any]], validator: Validator, pool: NodePool, *,
-                        progress: Progress | None = None) -> Report:
-    """The one path from API objects to findings that the webhook's audit mode and ``canrun audit`` share."""
-    return await judge(validator, workloads_of(objects), pool, progress=progress)

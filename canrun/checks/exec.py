@@ -27,7 +27,7 @@ from typing import Any
 
 from canrun.checks.context import ExecContext
 from canrun.checks.process import Process
-from canrun.checks.users import Identity
+from canrun.checks.users import Identity, effective_security, prefixed_capabilities
 from canrun.checks.volumes import VolumeMount, volume_hint
 from canrun.findings import Finding, Severity, finding
 from canrun.image.binary import INTERP_BEYOND_HEAD
@@ -431,6 +431,17 @@ def _role(name: str, chain: list[str], process: Process) -> str:
     return f"the #! interpreter {name} of {chain[-1]}"
 
 
+def _prefix_note(ctx: ExecContext) -> str:
+    """Why a ``CAP_``-prefixed add/drop did not do what its author meant (containerd only)."""
+    sec = effective_security(ctx.pod, ctx.container)
+    names = prefixed_capabilities(ctx.runtime, (*sec.capabilities_add, *sec.capabilities_drop))
+    if not names:
+        return ""
+    listed = ", ".join(names)
+    return (f"; note that containerd prepends CAP_ to capability names, so {listed} names nothing it knows "
+            f"and is ignored: write them without the CAP_ prefix")
+
+
 def _errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity is Severity.ERROR and f.rule in _BLOCKING]
 
@@ -456,7 +467,7 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
                 f"{kind} {what} is mode {ev.get('mode')} owned by {ev.get('uid')}:{ev.get('gid')}: "
                 f"{identity.describe()} runs {argv0!r} under {ctx.runtime} only because the container keeps "
                 f"CAP_DAC_OVERRIDE; it fails with permission denied under Docker/cri-dockerd or with "
-                f"capabilities.drop: [ALL] (the restricted Pod Security profile)",
+                f"capabilities.drop: [ALL] (the restricted Pod Security profile){_prefix_note(ctx)}",
                 severity=Severity.WARNING,
                 hint=f.hint,
                 evidence={**f.evidence, "hangs_on": "CAP_DAC_OVERRIDE"}))
@@ -466,7 +477,7 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
         if not _errors(withcap.findings):
             reason = ("Docker (cri-dockerd) clears the capabilities of non-root users"
                       if ctx.runtime == "docker" and CAP_DAC_OVERRIDE in identity.capabilities
-                      else "capabilities.drop removes CAP_DAC_OVERRIDE")
+                      else "capabilities.drop removes CAP_DAC_OVERRIDE") + _prefix_note(ctx)
             found = [
                 f if f not in errors else f.with_context(
                     message=f"{f.message} ({reason}; with CAP_DAC_OVERRIDE it would run)",

@@ -15,6 +15,9 @@ containerd CRI ``WithUser``/``WithAdditionalGIDs``/``WithCapabilities``):
   USER and no ``runAsUser`` (the kubelet cannot verify a name);
 * capabilities: the runtime default set (which has DAC_OVERRIDE) with ``add``/
   ``drop`` applied as containerd does (add ALL, drop ALL, add each, drop each).
+  Names are written without ``CAP_`` in Kubernetes; CRI-O and Docker accept the
+  prefix anyway, containerd prepends ``CAP_`` blindly, so under containerd
+  ``drop: [CAP_DAC_OVERRIDE]`` names ``CAP_CAP_DAC_OVERRIDE`` and drops nothing.
   Root keeps them; a non-root user keeps them under containerd and CRI-O;
   Docker (cri-dockerd) clears the effective set of non-root users.
 """
@@ -77,21 +80,34 @@ def effective_security(pod: PodSpec, container: Container) -> EffectiveSecurity:
     )
 
 
-def _cap(name: str) -> str:
+def _cap(name: str, runtime: str) -> str:
+    """A capability name as the runtime reads it, without one ``CAP_`` (what the kernel set holds).
+
+    containerd builds ``"CAP_" + upper(name)`` whatever the name is, so its
+    ``CAP_DAC_OVERRIDE`` stays ``CAP_DAC_OVERRIDE`` here: a name that matches no
+    capability.  CRI-O and Docker strip an existing prefix first.
+    """
     name = name.strip().upper()
+    if runtime == "containerd":
+        return name
     return name[4:] if name.startswith("CAP_") else name
+
+
+def prefixed_capabilities(runtime: str, names: tuple[str, ...]) -> list[str]:
+    """The ``CAP_``-prefixed names the runtime will not recognise (only containerd has any)."""
+    return [n for n in names if runtime == "containerd" and n.strip().upper().startswith("CAP_")]
 
 
 def capabilities(runtime: str, add: tuple[str, ...], drop: tuple[str, ...]) -> frozenset[str]:
     """The container's capability set, in containerd's order: add ALL, drop ALL, add each, drop each."""
     caps = set(CRIO_DEFAULT_CAPS if runtime == "cri-o" else DEFAULT_CAPS)
-    adds = [_cap(a) for a in add]
-    drops = [_cap(d) for d in drop]
+    adds = [_cap(a, runtime) for a in add]
+    drops = [_cap(d, runtime) for d in drop]
     if "ALL" in adds:
         caps = set(ALL_CAPS)
     if "ALL" in drops:
         caps = set()
-    caps |= {a for a in adds if a != "ALL"}
+    caps |= {a for a in adds if a != "ALL" and a in ALL_CAPS}  # runc ignores names it does not know
     caps -= {d for d in drops if d != "ALL"}
     return frozenset(caps)
 

@@ -95,6 +95,10 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     return api_client
 
 
+class KindNotServed(ClusterError):
+    """The API server's discovery does not list the kind (an older cluster, or a CRD not installed)."""
+
+
 # --- plain helpers ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -293,8 +297,8 @@ class Cluster:
                 with self._lock:
                     self._discovered[(api_version, kind)] = info
                 return info
-        raise ClusterError(f"the Kubernetes API at {self.host} does not serve {kind} in {api_version} "
-                           "(is its CRD installed?)")
+        raise KindNotServed(f"the Kubernetes API at {self.host} does not serve {kind} in {api_version} "
+                            "(is its CRD installed?)")
 
     def get_object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """One object as the API returns it, or None when it does not exist."""
@@ -359,15 +363,56 @@ class Cluster:
         """Every node with a known platform, as the scheduling filter sees nodes."""
         return [n for n in (node_info(o) for o in self.list_objects("v1", "Node")) if n is not None]
 
-    def _list_raw(self, res: ResourceInfo) -> tuple[list[dict[str, Any]], str]:
-        page = self._call("GET", res.path(), what=f"listing {res.plural}")
-        return list(page.get("items") or []), str((page.get("metadata") or {}).get("resourceVersion") or "")
+    def _list_raw(self, res: ResourceInfo, *, paged: bool = False) -> tuple[list[dict[str, Any]], str]:
+        """Every object of ``res`` (all namespaces) and the list's resourceVersion, to watch from.
+
+        ``paged`` reads 500 at a time (pods in a big cluster); every page of one list
+        carries the same snapshot's resourceVersion.
+        """
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", 500)] if paged else []
+            if token:
+                query.append(("continue", token))
+            page = self._call("GET", res.path(), query=query, what=f"listing {res.plural}")
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") if paged else None
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
 
     def _watch(self, res: ResourceInfo, resource_version: str, timeout_seconds: int) -> Any:
         query = [("watch", "true"), ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
                  ("timeoutSeconds", timeout_seconds)]
         return self._call("GET", res.path(), query=query, what=f"watching {res.plural}", stream=True,
                           timeout=(self.timeout, timeout_seconds + 30))
+
+    def watch_pods(self, on_pods: Callable[[list[dict[str, Any]]], None]) -> PodWatcher:
+        """Start a ``PodWatcher`` handing every pod, then each new one, to ``on_pods``; ``stop()`` ends it."""
+        return PodWatcher(self, on_pods).start()
+
+    # -- the cluster's own networks (for the webhook's SSRF guard)
+
+    def service_cidrs(self) -> list[str]:
+        """The cluster's Service IP ranges, from its ``ServiceCIDR`` objects; [] when the API has none.
+
+        ``networking.k8s.io`` ServiceCIDR is GA in Kubernetes 1.33 (beta from 1.31, off by
+        default before); older API servers only know their range as a command-line flag, so
+        an empty answer means "not discoverable here" (give ``--blocked-network`` then) and
+        is never an error.  A 403 (RBAC without ``servicecidrs: list``) is treated the same,
+        logged once by the caller.
+        """
+        for version in ("networking.k8s.io/v1", "networking.k8s.io/v1beta1"):
+            try:
+                items = self.list_objects(version, "ServiceCIDR")
+            except KindNotServed:
+                continue
+            cidrs = [str(c) for item in items for c in ((item.get("spec") or {}).get("cidrs") or [])
+                     if isinstance(c, str)]
+            if cidrs or items:
+                return list(dict.fromkeys(cidrs))
+        return []
 
     # -- namespaces
 
@@ -538,24 +583,22 @@ class _Expired(Exception):
     """The watch's resourceVersion is gone (410): list again."""
 
 
-class NodeWatcher:
-    """Keeps ``pool`` equal to the cluster's nodes: list, then watch; on any error list again.
+class _ListWatch:
+    """List, then watch from the list's resourceVersion; on any error back off and list again.
 
-    Runs in a daemon thread (the client is synchronous).  ``pool`` is swapped whole,
-    so readers on other threads or the event loop never see a half-built one.  Until
-    the first list succeeds ``ready`` is False and ``pool`` is empty; the webhook
-    decides what that means (it fails open).  Errors back off exponentially up to
+    Runs in a daemon thread (the client is synchronous).  Subclasses say what a list
+    and an event mean (``_list``, ``_apply``).  Errors back off exponentially up to
     ``backoff_max`` seconds; each recovery is a fresh list, so no change is missed.
     """
 
-    def __init__(self, cluster: Cluster, *, on_change: Callable[[NodePool], None] | None = None,
-                 watch_timeout: int = 300, backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+    resource: ResourceInfo
+    thread_name = "canrun-watch"
+
+    def __init__(self, cluster: Cluster, *, watch_timeout: int = 300, backoff_initial: float = 0.5,
+                 backoff_max: float = 30.0) -> None:
         self.cluster = cluster
-        self.on_change = on_change
         self.watch_timeout = watch_timeout
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
-        self._nodes: dict[str, NodeInfo] = {}
-        self._pool = NodePool.from_nodes([])
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -563,17 +606,7 @@ class NodeWatcher:
         self._resp_lock = threading.Lock()
         #: How many times the watch was re-established with a fresh list after an error or 410.
         self.resyncs = 0
-        #: Bumped on every change of the pool (tests and metrics watch it).
-        self.generation = 0
         self.last_error: str | None = None
-
-    @property
-    def pool(self) -> NodePool:
-        return self._pool
-
-    @property
-    def nodes(self) -> list[NodeInfo]:
-        return sorted(self._nodes.values(), key=lambda n: n.name)
 
     @property
     def ready(self) -> bool:
@@ -582,10 +615,10 @@ class NodeWatcher:
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
-    def start(self) -> NodeWatcher:
+    def start(self) -> Any:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="canrun-node-watch", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
         return self
 
@@ -602,7 +635,113 @@ class NodeWatcher:
             self._thread.join(timeout)
             self._thread = None
 
+    # -- what subclasses define
+
+    def _list(self) -> str:
+        """Read the whole state; returns the resourceVersion to watch from."""
+        raise NotImplementedError
+
+    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Apply one ADDED/MODIFIED/DELETED event."""
+        raise NotImplementedError
+
     # -- internals
+
+    def _apply(self, event: Mapping[str, Any]) -> str | None:
+        """Apply one watch event; returns the resourceVersion to resume from."""
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise _Expired(str(obj.get("message") or "resource version expired"))
+            raise ClusterError(f"{self.resource.plural} watch error: {obj.get('message') or obj}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind != "BOOKMARK":
+            self._event(str(kind), obj)
+        return rv
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial
+        first = True
+        while not self._stop.is_set():
+            try:
+                if not first:
+                    self.resyncs += 1
+                first = False
+                rv = self._list()
+                self._ready.set()
+                backoff = self.backoff_initial
+                while not self._stop.is_set():
+                    rv = self._watch_once(rv) or rv
+            except _Expired as exc:
+                self.last_error = f"watch expired: {exc}"
+                log.info("%s watch expired; listing again", self.resource.plural)
+            except Exception as exc:  # noqa: BLE001 - any failure means: back off, list again
+                if self._stop.is_set():
+                    return
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s watch failed (%s); retrying in %.1fs", self.resource.plural, self.last_error,
+                            backoff)
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.backoff_max)
+
+    def _watch_once(self, rv: str) -> str:
+        resp = self.cluster._watch(self.resource, rv, self.watch_timeout)
+        with self._resp_lock:
+            self._resp = resp
+            if self._stop.is_set():  # stop() ran before the stream existed: nothing else will cut it
+                resp.shutdown()
+        try:
+            for line in _lines(resp):
+                if self._stop.is_set():
+                    break
+                try:
+                    event = json.loads(line)
+                except ValueError as exc:
+                    raise ClusterError(f"{self.resource.plural} watch sent a line that is not JSON") from exc
+                rv = self._apply(event) or rv
+        finally:
+            with self._resp_lock:
+                self._resp = None
+            try:
+                resp.release_conn()
+            except Exception:  # noqa: BLE001 - a cut connection may refuse to go back to the pool
+                pass
+        return rv
+
+
+class NodeWatcher(_ListWatch):
+    """Keeps ``pool`` equal to the cluster's nodes: list, then watch; on any error list again.
+
+    ``pool`` is swapped whole, so readers on other threads or the event loop never see
+    a half-built one.  Until the first list succeeds ``ready`` is False and ``pool`` is
+    empty; the webhook decides what that means (it fails open).
+    """
+
+    resource = _NODES
+    thread_name = "canrun-node-watch"
+
+    def __init__(self, cluster: Cluster, *, on_change: Callable[[NodePool], None] | None = None,
+                 watch_timeout: int = 300, backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+        super().__init__(cluster, watch_timeout=watch_timeout, backoff_initial=backoff_initial,
+                         backoff_max=backoff_max)
+        self.on_change = on_change
+        self._nodes: dict[str, NodeInfo] = {}
+        self._pool = NodePool.from_nodes([])
+        #: Bumped on every change of the pool (tests and metrics watch it).
+        self.generation = 0
+
+    @property
+    def pool(self) -> NodePool:
+        return self._pool
+
+    @property
+    def nodes(self) -> list[NodeInfo]:
+        return sorted(self._nodes.values(), key=lambda n: n.name)
+
+    def start(self) -> NodeWatcher:
+        super().start()
+        return self
 
     def _publish(self) -> None:
         self._pool = NodePool.from_nodes(self.nodes)
@@ -613,16 +752,7 @@ class NodeWatcher:
             except Exception:  # noqa: BLE001 - a listener's bug must not stop the watch
                 log.exception("node pool listener failed")
 
-    def _apply(self, event: Mapping[str, Any]) -> str | None:
-        """Apply one watch event; returns the resourceVersion to resume from."""
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise _Expired(str(obj.get("message") or "resource version expired"))
-            raise ClusterError(f"node watch error: {obj.get('message') or obj}")
-        rv = (obj.get("metadata") or {}).get("resourceVersion")
-        if kind == "BOOKMARK":
-            return rv
+    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
         name = str((obj.get("metadata") or {}).get("name") or "")
         if kind == "DELETED":
             changed = self._nodes.pop(name, None) is not None
@@ -636,59 +766,52 @@ class NodeWatcher:
                 changed = old != info
         if changed:
             self._publish()
-        return rv
 
     def _list(self) -> str:
         items, rv = self.cluster._list_raw(_NODES)
         self._nodes = {n.name: n for n in (node_info(o) for o in items) if n is not None}
         self._publish()
-        self._ready.set()
         return rv
 
-    def _run(self) -> None:
-        backoff = self.backoff_initial
-        first = True
-        while not self._stop.is_set():
-            try:
-                if not first:
-                    self.resyncs += 1
-                first = False
-                rv = self._list()
-                backoff = self.backoff_initial
-                while not self._stop.is_set():
-                    rv = self._watch_once(rv) or rv
-            except _Expired as exc:
-                self.last_error = f"watch expired: {exc}"
-                log.info("node watch expired; listing again")
-            except Exception as exc:  # noqa: BLE001 - any failure means: back off, list again
-                if self._stop.is_set():
-                    return
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("node watch failed (%s); retrying in %.1fs", self.last_error, backoff)
-                if self._stop.wait(backoff):
-                    return
-                backoff = min(backoff * 2, self.backoff_max)
 
-    def _watch_once(self, rv: str) -> str:
-        resp = self.cluster._watch(_NODES, rv, self.watch_timeout)
-        with self._resp_lock:
-            self._resp = resp
-            if self._stop.is_set():  # stop() ran before the stream existed: nothing else will cut it
-                resp.shutdown()
+class PodWatcher(_ListWatch):
+    """Hands every pod in the cluster to ``on_pods``: all of them at each (re)list, then each one added.
+
+    The webhook's warm-up uses it to index the images of running pods at start-up and
+    as pods appear (including pods in namespaces the webhook never sees, like
+    kube-system).  Only additions matter: a deleted pod's images stay cached, and
+    a pod's images cannot change after creation except through
+    ``ephemeralcontainers``, which are rare and judged at admission anyway.
+    The callback runs on the watch thread and must not block.
+    """
+
+    resource = _KNOWN[("v1", "Pod")]
+    thread_name = "canrun-pod-watch"
+
+    def __init__(self, cluster: Cluster, on_pods: Callable[[list[dict[str, Any]]], None], *,
+                 watch_timeout: int = 300, backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+        super().__init__(cluster, watch_timeout=watch_timeout, backoff_initial=backoff_initial,
+                         backoff_max=backoff_max)
+        self.on_pods = on_pods
+
+    def _hand_over(self, pods: list[dict[str, Any]]) -> None:
         try:
-            for line in _lines(resp):
-                if self._stop.is_set():
-                    break
-                try:
-                    event = json.loads(line)
-                except ValueError as exc:
-                    raise ClusterError("node watch sent a line that is not JSON") from exc
-                rv = self._apply(event) or rv
-        finally:
-            with self._resp_lock:
-                self._resp = None
-            try:
-                resp.release_conn()
-            except Exception:  # noqa: BLE001 - a cut connection may refuse to go back to the pool
-                pass
+            self.on_pods(pods)
+        except Exception:  # noqa: BLE001 - a listener's bug must not stop the watch
+            log.exception("pod listener failed")
+
+    def _list(self) -> str:
+        items, rv = self.cluster._list_raw(self.resource, paged=True)
+        for item in items:
+            item.setdefault("apiVersion", "v1")
+            item.setdefault("kind", "Pod")
+        self._hand_over(items)
         return rv
+
+    def start(self) -> PodWatcher:
+        super().start()
+        return self
+
+    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if kind == "ADDED":
+            self._hand_over([{"apiVersion": "v1", "kind": "Pod", **obj}])

@@ -18,8 +18,8 @@ What it does, and why each piece is there:
 * **Redirects** are followed by hand (registries send blobs to object storage):
   ``Authorization`` is dropped as soon as a hop leaves the origin host, the SSRF
   guard (when on) checks every target, and more than ``max_redirects`` hops fail.
-* **Retries** with exponential backoff and jitter on 429/502/503/504 and on
-  connection errors, honouring ``Retry-After`` up to ``max_backoff``; TLS
+* **Retries** with exponential backoff and jitter on 429/500/502/503/504 and on
+  connection errors (not on 501/505: "not implemented" does not heal), honouring ``Retry-After`` up to ``max_backoff``; TLS
   errors and timeouts are not retried (they do not heal, and timeouts would
   multiply the wait); a body that has started streaming is never retried.
 * **Integrity.** Every manifest, config and layer is verified against the
@@ -61,7 +61,7 @@ from canrun.registry.ssrf import SsrfGuard, split_host_port
 
 log = logging.getLogger("canrun.registry")
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit too
 MIN_TOKEN_LIFETIME = 60.0  # the token spec's default when expires_in is absent or smaller

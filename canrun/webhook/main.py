@@ -45,6 +45,8 @@ class ServeOptions:
     #: How often the certificate files are checked for a rotation.
     cert_reload_interval: float = 10.0
     log_level: str = "info"
+    #: Add the cluster's ServiceCIDR ranges to the SSRF guard's blocked networks.
+    discover_service_ranges: bool = True
     #: Options passed through to ``certs.CertManager`` (namespace, service, secret, webhook config name).
     cert_manager: dict[str, Any] | None = None
 
@@ -64,6 +66,26 @@ def _connect(options: ServeOptions) -> Any | None:
         return None
 
 
+def guarded_networks(cluster: Any, given: tuple[str, ...]) -> tuple[str, ...]:
+    """``given`` plus the cluster's Service ranges, so a pod cannot point canrun at in-cluster services.
+
+    Discovery failing (an old API server, RBAC without ``servicecidrs``) leaves ``given``
+    as it is, with a log line saying so: the guard still refuses loopback, link-local and
+    metadata addresses, and ``--blocked-network`` names the range by hand.
+    """
+    try:
+        found = cluster.service_cidrs()
+    except CanrunError as exc:
+        log.warning("cannot read the cluster's Service ranges (%s); pass --blocked-network CIDR for them", exc)
+        return given
+    if not found:
+        log.info("the cluster serves no ServiceCIDR objects; pass --blocked-network CIDR for its Service range")
+        return given
+    networks = tuple(dict.fromkeys((*given, *found)))
+    log.info("SSRF guard refuses the cluster's Service ranges %s", ", ".join(found))
+    return networks
+
+
 def _self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     from canrun import certs
 
@@ -76,6 +98,8 @@ async def run(settings: Settings, webhook: WebhookSettings, options: ServeOption
     """Serve until SIGTERM/SIGINT."""
     settings.ssrf_guard = True
     cluster = await asyncio.to_thread(_connect, options)
+    if cluster is not None and options.discover_service_ranges:
+        settings.blocked_networks = await asyncio.to_thread(guarded_networks, cluster, settings.blocked_networks)
     watcher = None
     pool: PoolSource
     if cluster is not None and not options.platforms_given:

@@ -71,7 +71,11 @@ ANNOTATION_VALUE_LIMIT = 4096
 
 
 class ClusterAPI(Protocol):
-    """The part of ``canrun.kube.client.Cluster`` the webhook uses (all sync: called in threads)."""
+    """The part of ``canrun.kube.client.Cluster`` the webhook uses (all sync: called in threads).
+
+    Optional: ``watch_pods(on_pods)`` (a started watcher with ``stop()``) lets the warm-up follow
+    new pods as they appear; without it the warm-up lists pods every ``warm_interval`` seconds.
+    """
 
     def namespace_labels(self, name: str) -> dict[str, str]: ...
 
@@ -135,6 +139,9 @@ class AdmissionService:
         self._background: set[asyncio.Task[Any]] = set()
         self._warmed: set[str] = set()
         self._warm_task: asyncio.Task[None] | None = None
+        self._pod_watch: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._warm_slots: asyncio.Semaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -144,11 +151,27 @@ class AdmissionService:
         return self.pool() is not None
 
     async def start(self) -> None:
-        """Start indexing the images of running pods (needs a cluster)."""
-        if self.cluster is not None and self.settings.warm_interval > 0 and self._warm_task is None:
+        """Start indexing the images of running pods (needs a cluster): at start-up and as pods appear.
+
+        A cluster that can watch pods (``Cluster.watch_pods``) hands over every pod at
+        start-up and each new one as it is created; anything else is listed every
+        ``warm_interval`` seconds.
+        """
+        if self.cluster is None or self.settings.warm_interval <= 0:
+            return
+        if self._warm_task is not None or self._pod_watch is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        watch = getattr(self.cluster, "watch_pods", None)
+        if callable(watch):
+            self._pod_watch = await asyncio.to_thread(watch, self.pods_seen)
+        else:
             self._warm_task = asyncio.create_task(self._warm_loop(), name="canrun-warmup")
 
     async def aclose(self) -> None:
+        if self._pod_watch is not None:
+            await asyncio.to_thread(self._pod_watch.stop)
+            self._pod_watch = None
         tasks = list(self._background) + ([self._warm_task] if self._warm_task else [])
         for task in tasks:
             task.cancel()
@@ -432,16 +455,24 @@ class AdmissionService:
         if self.cluster is None:
             return 0
         pods = await asyncio.to_thread(self.cluster.list_objects, "v1", "Pod")
-        waited = 0.0
-        while (pool := self.pool()) is None and waited < wait_ready:
-            await asyncio.sleep(0.2)
-            waited += 0.2
-        if pool is None:
-            return 0
+        return await self.warm_pods(pods, wait_ready=wait_ready)
+
+    def pods_seen(self, pods: list[dict[str, Any]]) -> None:
+        """The pod watch's callback (on its thread): index the images of these pods in the background."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(lambda: self.spawn(self.warm_pods(pods), name="canrun-warmup"))
+        except RuntimeError:
+            pass  # the loop closed between the check and the call: shutting down
+
+    async def warm_pods(self, pods: Sequence[Mapping[str, Any]], *, wait_ready: float = 30.0) -> int:
+        """Index the images of ``pods`` not indexed yet, at most ``warm_concurrency`` at a time; how many were new."""
         work: dict[str, tuple[str, Workload]] = {}
         for obj in pods:
             try:
-                workload = workload_from_object(obj)
+                workload = workload_from_object(dict(obj))
             except ManifestError:
                 continue
             if workload is None:
@@ -449,7 +480,19 @@ class AdmissionService:
             for c in workload.pod.containers:
                 if c.image not in self._warmed and c.image not in work:
                     work[c.image] = (workload.resource.namespace or "", workload)
-        slots = asyncio.Semaphore(max(1, self.settings.warm_concurrency))
+        if not work:
+            return 0
+        self._warmed.update(work)  # claimed now, so a burst of pods with one image warms it once
+        waited = 0.0
+        while (pool := self.pool()) is None and waited < wait_ready:
+            await asyncio.sleep(0.2)
+            waited += 0.2
+        if pool is None:
+            self._warmed.difference_update(work)
+            return 0
+        if self._warm_slots is None:
+            self._warm_slots = asyncio.Semaphore(max(1, self.settings.warm_concurrency))
+        slots = self._warm_slots
 
         async def one(image: str, namespace: str, workload: Workload) -> None:
             async with slots:
@@ -465,12 +508,10 @@ class AdmissionService:
                 except CanrunError as exc:
                     outcome = "failed"
                     log.info("warm-up: %s not indexed: %s", image, exc)
-                self._warmed.add(image)
                 self.metrics.warmed.labels(outcome).inc()
 
         await asyncio.gather(*(one(image, ns, wl) for image, (ns, wl) in work.items()))
-        if work:
-            log.info("warm-up: indexed %d new image(s) of running pods", len(work))
+        log.info("warm-up: indexed %d new image(s) of running pods", len(work))
         return len(work)
 
 
@@ -499,7 +540,8 @@ def finding_line(f: Finding) -> str:
     where = f'container "{f.container}"' if f.container else "pod"
     if f.platform:
         where += f" on {f.platform}"
-    return f"- {where}: {f.rule}: {f.message} (fix: {f.hint})"
+    # one line whatever the evidence holds (a command may contain a newline): the terminal shows one per finding
+    return " ".join(f"- {where}: {f.rule}: {f.message} (fix: {f.hint})".split())
 
 
 _SSRF_REFUSAL = re.compile(r"refusing to contact (\S+): .*\(SSRF guard\)")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from canrun.audit.inventory import collect
 from canrun.audit.scan import audit, judge
@@ -29,6 +31,11 @@ from tests.support.images import Catalogue
 from tests.support.kubeapi import KubeAPIStandIn
 
 pytestmark = pytest.mark.registry
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "policyreport-v1alpha2.schema.json").read_text())
 
@@ -117,11 +124,14 @@ def test_cli_audit_applies_policy_reports_idempotently(cluster_objects: KubeAPIS
     api = cluster_objects
     argv = ["audit", "--kubeconfig", str(api.kubeconfig_path), "--insecure-registry", counting_proxy.host,
             "--no-cache", "--format", "json", "--apply"]
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), _Tty()
     assert main(argv, stdout=out, stderr=err) == 1, err.getvalue()
     doc = json.loads(out.getvalue())
     assert doc["summary"]["errors"] == 3 and doc["summary"]["workloads"] == 5
     assert "applied 2 PolicyReport(s)" in err.getvalue()
+    # stderr is a terminal: a progress bar was drawn, and wiped before the next line
+    assert re.search(r"\rcanrun: \[#*-+\] [1-4]/5 workloads", err.getvalue())
+    assert "\r\033[Kcanrun: applied 2 PolicyReport(s)\n" in err.getvalue()
 
     reports = {r["metadata"]["name"]: r for r in api.list("PolicyReport", api_version="wgpolicyk8s.io/v1alpha2")}
     assert set(reports) == {"canrun-shop", "canrun-other"}
@@ -160,6 +170,23 @@ def test_cli_audit_scoped_by_namespace_and_selector(cluster_objects: KubeAPIStan
     doc = json.loads(out.getvalue())
     assert code == 0 and doc["summary"]["workloads"] == 1 and doc["summary"]["errors"] == 0
     assert doc["scope"] == {"namespaces": ["shop"], "labelSelector": "app=agent"}
+
+
+def test_cli_audit_prints_policy_reports_as_yaml(cluster_objects: KubeAPIStandIn,
+                                                 counting_proxy: CountingProxy) -> None:
+    """``--format policyreport`` without ``--apply``: a YAML stream for ``kubectl apply -f -``, nothing written."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["audit", "--kubeconfig", str(cluster_objects.kubeconfig_path), "-n", "shop",
+                 "--insecure-registry", counting_proxy.host, "--no-cache", "--format", "policyreport"],
+                stdout=out, stderr=err)
+    assert code == 1, err.getvalue()
+    assert "\r" not in err.getvalue()  # not a terminal: no progress bar
+    reports = [d for d in yaml.safe_load_all(out.getvalue()) if d]
+    assert [(r["kind"], r["metadata"]["name"], r["metadata"]["namespace"]) for r in reports] == [
+        ("PolicyReport", "canrun-shop", "shop")]
+    jsonschema.validate(reports[0], SCHEMA)
+    assert reports[0]["summary"] == {"pass": 2, "fail": 2, "warn": 0, "error": 0, "skip": 0}
+    assert cluster_objects.list("PolicyReport", api_version="wgpolicyk8s.io/v1alpha2") == []
 
 
 def test_cli_audit_with_platform_flag_ignores_nodes(cluster_objects: KubeAPIStandIn,

@@ -154,6 +154,26 @@ def test_added_dac_override_after_drop_all() -> None:
     assert errors(found) == [] and [x.severity for x in found] == [Severity.WARNING]
 
 
+@pytest.mark.parametrize("runtime", ["cri-o", "docker"])
+def test_cap_prefixed_names_work_where_the_runtime_strips_the_prefix(runtime) -> None:
+    found = run(image(*ROOT_0700), container(["/app/server"], drop=["ALL"], add=["CAP_DAC_OVERRIDE"]),
+                runtime=runtime)
+    assert errors(found) == []  # root with DAC_OVERRIDE added back
+    found = run(image(*ROOT_0700), container(["/app/server"], user=1000, drop=["CAP_DAC_OVERRIDE"]),
+                runtime="cri-o")
+    assert rules(errors(found)) == ["command-not-executable"] and "CAP_ prefix" not in found[0].message
+
+
+def test_containerd_ignores_cap_prefixed_names_and_says_so() -> None:
+    """containerd builds "CAP_" + name: drop [CAP_DAC_OVERRIDE] drops nothing, add [CAP_DAC_OVERRIDE] adds nothing."""
+    kept = run(image(*ROOT_0700), container(["/app/server"], user=1000, drop=["CAP_DAC_OVERRIDE"]))
+    assert errors(kept) == [] and [x.severity for x in kept] == [Severity.WARNING]
+    assert "CAP_DAC_OVERRIDE names nothing" in kept[0].message
+    lost = run(image(*ROOT_0700), container(["/app/server"], user=1000, drop=["ALL"], add=["CAP_DAC_OVERRIDE"]))
+    assert rules(errors(lost)) == ["command-not-executable"]
+    assert "without the CAP_ prefix" in lost[0].message and "with CAP_DAC_OVERRIDE it would run" in lost[0].message
+
+
 def test_root_needs_dac_override_for_others_files() -> None:
     fs = image(d("/app"), f("/app/server", 0o700, uid=1000))
     assert run(fs, container(["/app/server"])) == []  # root keeps it: no warning

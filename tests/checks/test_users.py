@@ -92,7 +92,12 @@ def test_capabilities_follow_containerd_order() -> None:
     assert capabilities("containerd", (), ("ALL",)) == frozenset()
     assert capabilities("containerd", ("DAC_OVERRIDE",), ("ALL",)) == {"DAC_OVERRIDE"}
     assert "DAC_OVERRIDE" not in capabilities("containerd", ("DAC_OVERRIDE",), ("DAC_OVERRIDE",))
-    assert "DAC_OVERRIDE" not in capabilities("containerd", (), ("CAP_DAC_OVERRIDE",))
+    # containerd prepends CAP_ to every name: a CAP_-prefixed one matches nothing; CRI-O and Docker strip it
+    assert "DAC_OVERRIDE" in capabilities("containerd", (), ("CAP_DAC_OVERRIDE",))
+    assert capabilities("containerd", ("CAP_DAC_OVERRIDE",), ("ALL",)) == frozenset()
+    assert "DAC_OVERRIDE" not in capabilities("cri-o", (), ("CAP_DAC_OVERRIDE",))
+    assert "DAC_OVERRIDE" not in capabilities("docker", (), ("cap_dac_override",))
+    assert capabilities("containerd", ("dac_override",), ("all",)) == {"DAC_OVERRIDE"}
     assert "SYS_ADMIN" in capabilities("containerd", ("ALL",), ())
 
 

@@ -264,3 +264,45 @@ def test_list_objects_across_namespaces(kubeapi: KubeAPIStandIn, cluster: Cluste
     all_ns = cluster.list_objects("apps/v1", "Deployment")
     assert sorted(o["metadata"]["namespace"] for o in all_ns) == ["a", "b"]
     assert [o["metadata"]["namespace"] for o in cluster.list_objects("apps/v1", "Deployment", "b")] == ["b"]
+
+
+# --- the cluster's Service ranges (SSRF guard) ------------------------------------------------
+
+def _service_cidr(name: str, *cidrs: str, version: str = "v1") -> dict:
+    return {"apiVersion": f"networking.k8s.io/{version}", "kind": "ServiceCIDR", "metadata": {"name": name},
+            "spec": {"cidrs": list(cidrs)}}
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta1"])
+def test_service_ranges_come_from_servicecidr_objects(kubeapi: KubeAPIStandIn, cluster: Cluster,
+                                                      version: str) -> None:
+    kubeapi.register(Resource("networking.k8s.io", version, "servicecidrs", "ServiceCIDR", False))
+    kubeapi.add(_service_cidr("kubernetes", "10.96.0.0/12", "fd00:10:96::/112", version=version))
+    kubeapi.add(_service_cidr("extra", "10.200.0.0/16", version=version))
+    assert sorted(cluster.service_cidrs()) == ["10.200.0.0/16", "10.96.0.0/12", "fd00:10:96::/112"]
+
+
+def test_no_servicecidr_api_means_no_ranges_not_an_error(cluster: Cluster) -> None:
+    assert cluster.service_cidrs() == []
+
+
+def test_servicecidr_forbidden_is_a_cluster_error(kubeapi: KubeAPIStandIn, cluster: Cluster) -> None:
+    kubeapi.register(Resource("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", False))
+    kubeapi.fail("GET", r"/servicecidrs", 403)
+    with pytest.raises(ClusterError, match="RBAC"):
+        cluster.service_cidrs()
+
+
+def test_serve_adds_the_service_ranges_to_the_flags(kubeapi: KubeAPIStandIn, cluster: Cluster,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from canrun.webhook.main import guarded_networks
+
+    given = ("192.168.50.0/24",)
+    assert guarded_networks(cluster, given) == given  # nothing to discover: the flags alone
+    kubeapi.register(Resource("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", False))
+    kubeapi.add(_service_cidr("kubernetes", "10.96.0.0/12"))
+    assert guarded_networks(cluster, given) == ("192.168.50.0/24", "10.96.0.0/12")
+    kubeapi.fail("GET", r"/servicecidrs", 403)
+    with caplog.at_level(logging.WARNING, logger="canrun.webhook"):
+        assert guarded_networks(cluster, given) == given  # forbidden: logged, the webhook still starts
+    assert "--blocked-network" in caplog.text

@@ -201,6 +201,13 @@ def test_rbac_is_least_privilege() -> None:
     grants = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
     assert ("", "secrets", "get") in grants
     assert not {v for g, r, v in grants if r == "secrets"} - {"get"}, "secrets: get only, never list"
+    # what the webhook reads: exactly the verbs it uses
+    assert {("", "nodes", v) for v in ("get", "list", "watch")} <= grants
+    assert {("", "namespaces", v) for v in ("get", "list", "watch")} <= grants
+    assert ("", "serviceaccounts", "get") in grants
+    assert {v for g, r, v in grants if r == "pods"} == {"list", "watch"}, "pods: list and watch (warm-up) only"
+    assert {v for g, r, v in grants if r == "servicecidrs"} == {"list"}, "ServiceCIDRs for the SSRF guard"
+    assert {("wgpolicyk8s.io", "policyreports", v) for v in ("get", "create", "update")} <= grants
     [vwc_rule] = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
     assert vwc_rule["resourceNames"] == ["canrun"] and set(vwc_rule["verbs"]) == {"get", "patch"}
     role = find(objs, "Role", "canrun-tls")

@@ -105,6 +105,18 @@ def test_gnu_long_name_and_link_and_base256_uid() -> None:
     assert (m.name, m.linkname, m.uid) == (long_name, "t/" * 100 + "x", 2**35)
 
 
+def test_base256_size_field_is_read_like_tarfile() -> None:
+    """GNU tar writes sizes of 8 GiB and more in base-256; the data that follows must be skipped by that size."""
+    data = bytearray(make_tar([(member("big"), b"x" * 700), (member("after"), b"y")], tarfile.GNU_FORMAT))
+    data[124:136] = b"\x80" + (700).to_bytes(11, "big")  # the same size, base-256 encoded
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    reference = tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:")
+    assert [(m.name, m.size) for m in reference.getmembers()] == [("big", 700), ("after", 1)]
+    big, after = read_all(bytes(data), chunk=100)
+    assert (big.name, big.size, after.name, after.size) == ("big", 700, "after", 1)
+
+
 def test_ustar_prefix_is_joined() -> None:
     name = "p" * 120 + "/" + "n" * 90
     data = make_tar([(member(name), b"x")], tarfile.USTAR_FORMAT)

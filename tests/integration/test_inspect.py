@@ -27,6 +27,7 @@ def test_json_follows_the_symlink_to_arm64_code(catalogue: Catalogue, tmp_path: 
     [step] = sh["steps"]
     assert step["hops"] == [{"link": "/bin/sh", "target": "busybox"}] and step["resolved"] == "/bin/busybox"
     assert step["node"]["mode"] == "0755" and step["node"]["exec"]["machine"] == "AArch64"
+    assert (step["node"]["type"], step["node"]["uid"], step["node"]["gid"]) == ("file", 0, 0)
     # a bare name walks PATH: the candidates before /bin are reported as tried
     assert sleep["verdict"] == "runs"
     assert sleep["steps"][0]["candidates"][-1] == {"path": "/bin/sleep", "result": "found"}
@@ -46,6 +47,7 @@ def test_text_shows_the_trace_and_the_verdict(catalogue: Catalogue, tmp_path: Pa
     out = run.stdout
     assert "linux/amd64, linux/arm64" in out
     assert "/bin/sh -> busybox" in out and "AArch64" in out
+    assert "file 0755 owner 0:0" in out  # type, mode and owner of what the chain ends at
     assert "verdict: runs" in out
     assert "uid 1000" in out
 

@@ -96,6 +96,10 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, arm64_busybox: Path) -> Pat
     _write(app / "via-arm64.sh", b"#!/app/arm64 sh\n", 0o755)
     _write(app / "via-dynamic.sh", b"#!/app/ls-noloader\n", 0o755)
     _write(app / "spaces.sh", b"#!   /bin/sh   -e  \n", 0o755)
+    # #!/usr/bin/env X: the kernel only needs env; a missing X fails later, inside env (exit 127)
+    _write(app / "env-sh.sh", b"#!/usr/bin/env sh\necho hi\n", 0o755)
+    _write(app / "env-missing.sh", b"#!/usr/bin/env nosuchprog\n", 0o755)
+    _write(app / "env-crlf.sh", b"#!/usr/bin/env sh\r\necho hi\r\n", 0o755)
     (app / "dangling").symlink_to("nothere")
     (app / "loop-a").symlink_to("loop-b")
     (app / "loop-b").symlink_to("loop-a")
@@ -186,6 +190,9 @@ CASES = [
     Case("/app/spaces.sh", None),
     Case("/app/crlf.sh", "interpreter-not-found"),
     Case("/app/bash.sh", "interpreter-not-found"),
+    Case("/app/env-sh.sh", None),
+    Case("/app/env-missing.sh", None),  # execve succeeds: canrun only warns (interpreter-not-found, warning)
+    Case("/app/env-crlf.sh", None),
     Case("/app/relinterp.sh", None),
     Case("/app/relinterp.sh", "interpreter-not-found", cwd="/app"),
     Case("/app/via-noexec.sh", "command-not-executable"),

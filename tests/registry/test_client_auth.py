@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,6 +137,31 @@ async def test_request_keychain_is_used_first_and_only_for_its_host(basic_regist
         with use_keychain(Keychain({"other.example.com": Credential("alice", PASSWORD)})):
             with pytest.raises(RegistryAuthError):  # a secret for another host is never sent here
                 await c.resolve(ref)
+
+
+async def test_credential_helper_on_path_logs_in_to_a_real_registry(basic_registry: RunningRegistry, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``credHelpers`` in the operator's config.json: docker's protocol with a real docker-credential-* program."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    asked = tmp_path / "asked"
+    helper = bin_dir / "docker-credential-canrun-test"
+    helper.write_text(f'#!/bin/sh\nread url\necho "$1 $url" >> {asked}\n'
+                      f'echo \'{{"ServerURL":"x","Username":"alice","Secret":"{PASSWORD}"}}\'\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"auths": {}, "credHelpers": {basic_registry.host: "canrun-test"}}))
+    async with RegistryClient(RegistrySettings(docker_config=str(config))) as c:
+        data = await read_image(c, Reference.parse(f"{basic_registry.host}/private/app:v1"))
+        assert PASSWORD not in repr(c)
+    assert json.loads(data)["architecture"] == "arm64"
+    assert asked.read_text().splitlines() == [f"get {basic_registry.host}"]  # asked once, then remembered
+    # the same config without the helper installed: anonymous, and the refusal says so
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    async with RegistryClient(RegistrySettings(docker_config=str(config))) as c:
+        with pytest.raises(RegistryAuthError, match="anonymously"):
+            await c.resolve(Reference.parse(f"{basic_registry.host}/private/app:v1"))
 
 
 # --------------------------------------------------------------------------- token auth (real registry)

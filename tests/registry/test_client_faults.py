@@ -4,13 +4,17 @@ retries, timeouts, redirects to storage, HEAD without a digest, lying bodies, an
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
+import ipaddress
 import json
+import socket
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from canrun.errors import (ImageCorrupt, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest)
+from canrun.errors import (ImageCorrupt, ImageNotFound, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest)
 from canrun.registry.auth import Credential, Keychain
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
@@ -231,3 +235,70 @@ async def test_a_consumer_may_stop_reading_a_layer_early() -> None:
                     break
             # the client is still usable afterwards
             assert await c.blob(ref, BLOB_DIGEST, max_size=1 << 20) == BLOB
+
+
+@pytest.mark.parametrize("status, retried", [(500, True), (502, True), (504, True), (501, False), (404, False)])
+async def test_which_statuses_are_retried(status: int, retried: bool) -> None:
+    """5xx that can heal (500/502/503/504) and 429 are retried; 501 and 4xx are answers, not hiccups."""
+    calls = {"n": 0}
+    inner = registry_handler()
+
+    def handle(req: StubRequest) -> StubResponse:
+        if req.path.startswith("/v2/app/manifests/"):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return StubResponse(status)
+        return inner(req)
+
+    with stub_server(handle) as srv:
+        async with RegistryClient(fast()) as c:
+            ref = Reference.parse(f"{srv.host}/app:v1")
+            if retried:
+                assert (await c.manifest(ref))[0].digest == MANIFEST_DIGEST
+            else:
+                with pytest.raises((RegistryHTTPError, ImageNotFound)):
+                    await c.manifest(ref)
+    assert calls["n"] == (2 if retried else 1)
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after_within_the_cap() -> None:
+    client = RegistryClient(RegistrySettings(backoff=0.2, max_backoff=10.0))
+    for attempt in range(6):
+        base = min(10.0, 0.2 * 2 ** attempt)
+        for _ in range(20):
+            assert base * 0.5 <= client._backoff(attempt, None) <= base
+    assert client._backoff(0, "3") == 3.0
+    assert client._backoff(0, "3600") == 10.0  # a registry cannot park the check for an hour
+    soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=5), usegmt=True)
+    assert 3.0 <= client._backoff(0, soon) <= 5.0
+    past = email.utils.format_datetime(datetime.now(timezone.utc) - timedelta(seconds=60), usegmt=True)
+    assert client._backoff(0, past) == 0.0
+    assert 0.1 <= client._backoff(0, "soon-ish") <= 0.2  # unreadable: the normal backoff
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (None when it has none)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ipaddress.ip_address(addr).is_loopback else addr
+
+
+async def test_plain_http_only_for_loopback_and_insecure_hosts() -> None:
+    """A remote registry speaking plain HTTP is never read over it unless listed as insecure (as docker does)."""
+    addr = _non_loopback_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback address")
+    with stub_server(registry_handler(), listen=addr) as srv:
+        async with RegistryClient(fast(retries=0)) as c:
+            with pytest.raises(RegistryUnreachable, match="TLS"):
+                await c.resolve(Reference.parse(f"{srv.host}/app:v1"))
+        assert srv.requests == []  # not one plain-HTTP request went out
+        async with RegistryClient(fast(insecure_hosts=frozenset({srv.host}))) as c:
+            assert (await c.resolve(Reference.parse(f"{srv.host}/app:v1"))).digest == MANIFEST_DIGEST
+    with stub_server(registry_handler()) as local:  # loopback: plain HTTP without being told
+        async with RegistryClient(fast()) as c:
+            assert (await c.resolve(Reference.parse(f"{local.host}/app:v1"))).digest == MANIFEST_DIGEST

@@ -116,10 +116,16 @@ class SlowProxy:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
-            self._loop.call_soon_threadsafe(self._server.close)
-            for task in asyncio.all_tasks(self._loop):
-                self._loop.call_soon_threadsafe(task.cancel)
+        loop, server = self._loop, self._server
+        if loop is not None and server is not None:
+            def shutdown() -> None:  # on the proxy's loop: no task can finish the loop between two calls
+                server.close()
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+            try:
+                loop.call_soon_threadsafe(shutdown)
+            except RuntimeError:
+                pass  # the loop has already ended
         self._thread.join(10)
 
 
@@ -185,8 +191,10 @@ def start_webhook(tls_dir: TLSFiles, tmp_path: Path) -> Iterator[StartWebhook]:
     def start(*, registries: tuple[str, ...] = (), mode: str = "enforce", deadline: float = 5.0,
               strict: bool = False, platforms: tuple[str, ...] = ("linux/amd64",), cluster: Any = None,
               pool: PoolSource | None = None, allow_hosts: tuple[str, ...] = (), warm_interval: float = 0.0,
-              use_cache: bool = True, verdict_ttl: float = 60.0) -> Webhook:
-        settings = Settings(insecure_registries=registries, ssrf_guard=True, allow_registry_hosts=allow_hosts, strict=strict,
+              use_cache: bool = True, verdict_ttl: float = 60.0,
+              blocked_networks: tuple[str, ...] = ()) -> Webhook:
+        settings = Settings(insecure_registries=registries, ssrf_guard=True, allow_registry_hosts=allow_hosts,
+                            strict=strict, blocked_networks=blocked_networks,
                             cache_dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", use_cache=use_cache, timeout=10)
         webhook = WebhookSettings(default_mode=mode, deadline=deadline, strict=strict, warm_interval=warm_interval,
                                   verdict_ttl=verdict_ttl)

@@ -177,3 +177,36 @@ def test_new_ephemeral_containers_are_the_added_ones() -> None:
     new["spec"]["ephemeralContainers"].append({"name": "debug2", "image": "busybox", "command": ["sh"]})
     assert new_ephemeral_containers(old, new) == {"debug2"}
     assert new_ephemeral_containers(old, old) == set()
+
+
+# -- the shape of what people read ----------------------------------------------------------------------
+
+def _finding(message: str, hint: str = "use a command that exists in the image") -> Any:
+    from canrun.findings import Finding, Severity
+
+    return Finding("command-not-found", Severity.ERROR, message, hint, container="app", platform="linux/arm64")
+
+
+def test_deny_message_is_one_line_per_finding_even_with_newlines_in_the_evidence() -> None:
+    from canrun.spec import Resource
+    from canrun.webhook.service import deny_message, finding_line
+
+    line = finding_line(_finding('"/app\nrun" not found in the image'))
+    assert "\n" not in line
+    assert line == ('- container "app" on linux/arm64: command-not-found: "/app run" not found in the image '
+                    '(fix: use a command that exists in the image)')
+
+    class _W:
+        resource = Resource("Pod", "web", "default", "v1")
+
+    message = deny_message(_W(), [_finding("a\nb"), _finding("c\r\nd")])  # type: ignore[arg-type]
+    assert len(message.splitlines()) == 3  # a header, then one line per finding
+
+
+def test_warning_lines_are_short_and_name_rule_container_and_platform() -> None:
+    from canrun.webhook.service import warning_line
+
+    short = warning_line(_finding("/app not found"))
+    assert short == 'canrun command-not-found: container "app" [linux/arm64]: /app not found'
+    long = warning_line(_finding("x" * 500))
+    assert len(long) == 120 and long.endswith("…") and "\n" not in long

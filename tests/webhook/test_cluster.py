@@ -91,6 +91,19 @@ def test_warn_and_audit_record_an_event_but_dry_run_does_not(hook: Webhook, api:
     assert event["involvedObject"]["kind"] == "Deployment" and event["involvedObject"]["name"] == "web"
     assert event["reason"] == "ContainerCannotRun" and event["type"] == "Warning"
     assert "command-not-found" in event["message"] and "server" in event["message"]
+    # audit mode: nothing shown at apply time, but the Event is there for GitOps tools to see
+    audited = deployment([container(catalogue.ref("whiteout"), name="server")], name="web", namespace="lab")
+    hook.review(review(audited, dry_run=True))
+    hook.drain()
+    assert events(api, "lab") == []
+    assert "warnings" not in hook.review(review(audited))
+    hook.drain()
+    [event] = events(api, "lab")
+    assert event["involvedObject"]["name"] == "web" and "command-not-found" in event["message"]
+    # a clean object gets no Event
+    hook.review(review(deployment([container(catalogue.ref("busybox-amd64"))], name="fine", namespace="dev")))
+    hook.drain()
+    assert len(events(api, "dev")) == 1
     # enforce denies: the object is not created, so there is nothing to hang an Event on
     hook.review(review(deployment([container(catalogue.ref("whiteout"))], namespace="shop")))
     hook.drain()
@@ -143,3 +156,15 @@ def test_images_of_running_pods_are_indexed_at_start(start_webhook: StartWebhook
     answer = hook.review(review(pod([container(image, name="new")], name="fresh", namespace="dev")))
     assert any("interpreter-not-found" in w for w in answer["warnings"])
     assert slow_proxy.count() == 0  # answered from the warm cache: not one registry request
+    # a pod that appears later (here in a namespace the webhook is never asked about) is indexed as it appears
+    later = slow_proxy.host + "/" + catalogue.ref("whiteout").split("/", 1)[1]
+    api.add(pod([container(later, name="sys")], name="appeared", namespace="kube-system"))
+    while 'canrun_warmup_images_total{outcome="indexed"} 2.0' not in hook.metrics():
+        assert time.monotonic() < deadline, "warm-up did not index the new pod's image"
+        time.sleep(0.1)
+    assert slow_proxy.count("GET", "/blobs/") >= 2
+    slow_proxy.reset()
+    answer = hook.review(review(pod([container(later, name="new")], name="fresh2", namespace="dev")))
+    assert any("command-not-found" in w for w in answer["warnings"])
+    assert slow_proxy.count() == 0
+    assert ("GET", "/api/v1/pods") in api.requests  # one list, then the watch: no periodic re-listing

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -62,3 +63,46 @@ def test_serve_standalone_with_a_generated_certificate(tmp_path: Path, catalogue
         "Pod", "default", "web", "CREATE", "enforce", "denied")
     assert d["findings"] == ["command-not-found"] and d["uid"] == body["request"]["uid"] and "latency_ms" in d
     assert any("running standalone" in r["msg"] for r in records)
+
+
+def _serve_args(*flags: str) -> tuple[Any, Any]:
+    from canrun.cli import _settings, build_parser
+    from canrun.webhook.command import apply_flags
+
+    args = build_parser().parse_args(["serve", *flags])
+    settings, _ = _settings(args)
+    return settings, apply_flags(args, settings)
+
+
+def test_serve_flags_reach_the_engine_and_the_webhook() -> None:
+    settings, webhook = _serve_args("--insecure-registry", "reg.local:5000", "--allow-registry-host", "10.0.0.5",
+                                    "--allow-registry-host", "mirror.corp", "--blocked-network", "10.96.0.0/12",
+                                    "--mode", "audit", "--deadline", "2.5", "--strict", "--platform",
+                                    "linux/arm64")
+    registry = settings.registry_settings()
+    assert registry.insecure_hosts == {"reg.local:5000"}
+    assert registry.allow_hosts == {"10.0.0.5", "mirror.corp"}
+    assert registry.blocked_networks == ("10.96.0.0/12",)
+    assert (webhook.default_mode, webhook.deadline, webhook.strict) == ("audit", 2.5, True)
+    assert [str(p) for p in settings.platforms] == ["linux/arm64"]
+
+
+def test_serve_defaults() -> None:
+    settings, webhook = _serve_args()
+    assert (webhook.default_mode, webhook.deadline, webhook.strict, webhook.events) == ("warn", 5.0, False, True)
+    assert settings.registry_settings().blocked_networks == ()
+
+
+@pytest.mark.parametrize("flags, says", [
+    (("--blocked-network", "10.96.0.0/33"), "invalid blocked network"),
+    (("--mode", "off"), "invalid choice"),
+    (("--deadline", "0"), "--deadline must be between"),
+])
+def test_bad_serve_flags_are_one_line_errors(flags: tuple[str, ...], says: str) -> None:
+    import io
+
+    from canrun.cli import main
+
+    err = io.StringIO()
+    assert main(["serve", *flags], stdout=io.StringIO(), stderr=err) == 2
+    assert says in err.getvalue() and "Traceback" not in err.getvalue()

@@ -94,24 +94,40 @@ def test_many_findings_stay_within_the_warning_limits(start_webhook: StartWebhoo
 
 # -- what is not judged -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("make", [pod, deployment, cronjob], ids=["Pod", "Deployment", "CronJob"])
 def test_update_without_a_relevant_change_is_not_judged(hook: Webhook, catalogue: Catalogue,
-                                                        slow_proxy: SlowProxy) -> None:
+                                                        slow_proxy: SlowProxy, make: Any) -> None:
     bad = slow_proxy.host + "/" + catalogue.ref("whiteout").split("/", 1)[1]
-    old = deployment([container(bad)], replicas=1)
-    scaled = deployment([container(bad)], replicas=5)
-    scaled["metadata"]["labels"] = {"team": "a"}
-    answer = hook.review(review(scaled, operation="UPDATE", old=old))
+    old = make([container(bad)])
+    edited = make([container(bad)])
+    edited["metadata"]["labels"] = {"team": "a"}
+    if make is deployment:
+        edited["spec"]["replicas"] = 5
+        edited["spec"]["template"]["metadata"]["annotations"] = {"kubectl.kubernetes.io/restartedAt": "now"}
+    if make is cronjob:
+        edited["spec"]["schedule"] = "*/5 * * * *"
+    answer = hook.review(review(edited, operation="UPDATE", old=old))
     assert answer == {"uid": answer["uid"], "allowed": True}
     assert slow_proxy.count() == 0  # not a single registry request
 
 
-def test_update_that_changes_the_image_is_judged(hook: Webhook, catalogue: Catalogue) -> None:
-    old = deployment([container(catalogue.ref("busybox-amd64"))])
-    new = deployment([container(catalogue.ref("whiteout"))])
+@pytest.mark.parametrize("make", [pod, deployment, cronjob], ids=["Pod", "Deployment", "CronJob"])
+def test_update_that_changes_the_image_is_judged(hook: Webhook, catalogue: Catalogue, make: Any) -> None:
+    old = make([container(catalogue.ref("busybox-amd64"))])
+    new = make([container(catalogue.ref("whiteout"))])
     assert hook.review(review(new, operation="UPDATE", old=old))["allowed"] is False
 
 
-@pytest.mark.parametrize("operation, sub", [("DELETE", None), ("UPDATE", "status"), ("UPDATE", "scale")])
+def test_update_that_changes_the_command_is_judged(hook: Webhook, catalogue: Catalogue) -> None:
+    image = catalogue.ref("busybox-amd64")
+    old = deployment([container(image)])
+    new = deployment([container(image, command=["/bin/does-not-exist"])])
+    answer = hook.review(review(new, operation="UPDATE", old=old))
+    assert answer["allowed"] is False and "command-not-found" in answer["status"]["message"]
+
+
+@pytest.mark.parametrize("operation, sub", [("DELETE", None), ("CONNECT", "exec"), ("UPDATE", "status"),
+                                            ("UPDATE", "scale")])
 def test_delete_and_status_or_scale_subresources_pass_untouched(hook: Webhook, catalogue: Catalogue,
                                                                 operation: str, sub: str | None) -> None:
     bad = pod([container(catalogue.ref("whiteout"))])
@@ -147,6 +163,24 @@ def test_exemption_allows_and_says_why(hook: Webhook, catalogue: Catalogue) -> N
     assert "command-not-found" in answer["auditAnnotations"]["exempted"]
 
 
+@pytest.mark.parametrize("where", ["workload", "pod template"])
+def test_exemption_of_all_rules_and_of_another_rule(hook: Webhook, catalogue: Catalogue, where: str) -> None:
+    def annotated(value: str) -> dict[str, Any]:
+        body = deployment([container(catalogue.ref("whiteout"), name="server")])
+        target = body["metadata"] if where == "workload" else body["spec"]["template"]["metadata"]
+        target["annotations"] = {"canrun.io/skip": value}
+        return body
+
+    everything = hook.review(review(annotated("all")))
+    assert everything["allowed"] is True
+    assert any("canrun.io/skip=all" in w and "command-not-found" in w for w in everything["warnings"])
+    assert "canrun.io/skip=all" in everything["auditAnnotations"]["exempted"]
+    # exempting a rule that does not fire changes nothing
+    other = hook.review(review(annotated("platform-missing")))
+    assert other["allowed"] is False and "command-not-found" in other["status"]["message"]
+    assert "exempted" not in other.get("auditAnnotations", {})
+
+
 # -- registry trouble --------------------------------------------------------------------------------------
 
 def test_unreachable_registry_warns_unless_strict(start_webhook: StartWebhook, catalogue: Catalogue) -> None:
@@ -169,6 +203,19 @@ def test_ssrf_guard_refuses_loopback_registries_not_allowed(start_webhook: Start
     assert any("image-unresolvable" in w for w in answer["warnings"]), answer
 
 
+def test_ssrf_guard_refuses_the_clusters_service_range(start_webhook: StartWebhook, catalogue: Catalogue,
+                                                       slow_proxy: SlowProxy) -> None:
+    # an in-cluster address: refused before any connection is tried, with the flag that would allow it
+    hook = start_webhook(registries=(catalogue.host,), mode="enforce", blocked_networks=("10.96.0.0/12",))
+    answer = hook.review(review(pod([container("10.96.0.10:5000/internal/admin:1")])))
+    assert answer["allowed"] is True
+    assert any("image-unresolvable" in w for w in answer["warnings"]), answer
+    assert any("--allow-registry-host 10.96.0.10:5000" in w for w in answer["warnings"]), answer
+    assert 'canrun_registry_errors_total{host="10.96.0.10:5000",status="ssrf"}' in hook.metrics()
+    # a registry outside the blocked ranges is read as usual
+    assert hook.review(review(pod([container(catalogue.ref("whiteout"))])))["allowed"] is False
+
+
 def test_deadline_fails_open_then_the_cache_answers(start_webhook: StartWebhook, catalogue: Catalogue,
                                                     slow_proxy: SlowProxy) -> None:
     hook = start_webhook(registries=(slow_proxy.host,), mode="enforce", deadline=0.5)
@@ -184,6 +231,24 @@ def test_deadline_fails_open_then_the_cache_answers(start_webhook: StartWebhook,
     assert second["allowed"] is False and "command-not-found" in second["status"]["message"]
     assert slow_proxy.count() == 0  # answered from the cache
     assert "canrun_admission_deadline_exceeded_total 1.0" in hook.metrics()
+
+
+@pytest.mark.parametrize("mode, strict, allowed, warned", [
+    ("enforce", True, False, False),  # strict: what canrun could not verify in time is denied
+    ("warn", True, True, True),       # strict only changes enforce
+    ("audit", False, True, False),    # audit: the audit annotation only
+])
+def test_deadline_by_mode(start_webhook: StartWebhook, catalogue: Catalogue, slow_proxy: SlowProxy, mode: str,
+                          strict: bool, allowed: bool, warned: bool) -> None:
+    hook = start_webhook(registries=(slow_proxy.host,), mode=mode, deadline=0.3, strict=strict)
+    slow_proxy.delay = 1.0
+    image = slow_proxy.host + "/" + catalogue.ref("busybox-amd64").split("/", 1)[1]
+    answer = hook.review(review(pod([container(image)])))
+    assert answer["allowed"] is allowed
+    assert ("warnings" in answer) is warned
+    assert "deadline 0.3s" in answer["auditAnnotations"]["unverified"]
+    if not allowed:
+        assert "not verified within 0.3s" in answer["status"]["message"] and "strict" in answer["status"]["message"]
 
 
 def test_concurrent_requests_for_one_image_share_one_resolution(start_webhook: StartWebhook,
