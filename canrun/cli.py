@@ -45,43 +45,69 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="registry timeout in seconds (default 30)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("check", "inspect", "audit", "serve", "certs")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only``, the other subcommands get no options.
+
+    Each subcommand's options live beside its code (``check/``, ``audit/``,
+    ``webhook/``, ``certs``), so declaring them imports that code; a warm
+    ``canrun check`` must not pay for the webhook, the audit and cryptography.
+    """
     parser = _Parser(prog="canrun", description="Predict ContainerCannotRun before it happens.")
     parser.add_argument("--version", action="version", version=f"canrun {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
     check = sub.add_parser("check", help="check Kubernetes manifests against their images")
-    check.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
-                       help="manifest file or directory (recursive); - reads stdin (repeatable)")
-    check.add_argument("paths", nargs="*", metavar="PATH", help="more manifests, as with -f (for pre-commit)")
-    from canrun.check import command as check_command
-    check_command.add_arguments(check)
-    _common(check)
-    # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
-    check.set_defaults(runtime=None, timeout=None)
+    if wanted("check"):
+        check.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
+                           help="manifest file or directory (recursive); - reads stdin (repeatable)")
+        check.add_argument("paths", nargs="*", metavar="PATH", help="more manifests, as with -f (for pre-commit)")
+        from canrun.check import command as check_command
+        check_command.add_arguments(check)
+        _common(check)
+        # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
+        check.set_defaults(runtime=None, timeout=None)
 
     inspect = sub.add_parser("inspect", help="show an image's platforms, config and how a path would exec")
-    inspect.add_argument("image")
-    inspect.add_argument("--path", action="append", default=[], help="path or command name to resolve "
-                         "(repeatable; default: the image's effective command)")
-    inspect.add_argument("--user", help="UID[:GID] to judge permissions for (default: the image USER)")
-    inspect.add_argument("--format", choices=("text", "json"), default="text")
-    _common(inspect)
+    if wanted("inspect"):
+        inspect.add_argument("image")
+        inspect.add_argument("--path", action="append", default=[], help="path or command name to resolve "
+                             "(repeatable; default: the image's effective command)")
+        inspect.add_argument("--user", help="UID[:GID] to judge permissions for (default: the image USER)")
+        inspect.add_argument("--format", choices=("text", "json"), default="text")
+        _common(inspect)
 
-    from canrun.audit import command as audit_command
     audit = sub.add_parser("audit", help="judge every workload running in a cluster; PolicyReports, html, markdown")
-    audit_command.add_arguments(audit)
-    _common(audit)
+    if wanted("audit"):
+        from canrun.audit import command as audit_command
+        audit_command.add_arguments(audit)
+        _common(audit)
 
-    from canrun.webhook import command as serve_command
     serve = sub.add_parser("serve", help="run the validating admission webhook (HTTPS)")
-    serve_command.add_arguments(serve)
-    _common(serve)
+    if wanted("serve"):
+        from canrun.webhook import command as serve_command
+        serve_command.add_arguments(serve)
+        _common(serve)
 
-    from canrun import certs
-    certs.add_arguments(sub.add_parser("certs", help="write a CA, a serving certificate, a Secret manifest and "
-                                       "the webhook caBundle for manual TLS setup"))
+    certs_parser = sub.add_parser("certs", help="write a CA, a serving certificate, a Secret manifest and "
+                                  "the webhook caBundle for manual TLS setup")
+    if wanted("certs"):
+        from canrun import certs
+        certs.add_arguments(certs_parser)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names (its first word that is not an option), if it is one of ours."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
@@ -144,7 +170,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(_command_in(argv)).parse_args(argv)
         handler = {"check": _check, "inspect": _inspect, "audit": _audit, "serve": _serve,
                    "certs": _certs}[args.command]
         return asyncio.run(handler(args, stdout, stderr))

@@ -25,6 +25,8 @@ from canrun.registry.reference import Reference
 from canrun.validator import Report, Validator
 
 RUNTIMES = ("containerd", "cri-o", "docker")
+#: Names of the checked-in settings file (``canrun.config_file`` reads and validates it).
+FILENAMES = (".canrun.yaml", ".canrun.yml")
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
 
 
@@ -72,6 +74,42 @@ class Settings:
         root = self.cache_dir or (Path(os.environ["CANRUN_CACHE_DIR"]) if os.environ.get("CANRUN_CACHE_DIR")
                                   else None)
         return Cache(root)
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """A loaded ``.canrun.yaml`` (all None/empty when there is none): plain data for the CLI to merge."""
+
+    path: Path | None = None
+    platforms: tuple[Platform, ...] | None = None
+    runtime: str | None = None
+    strict: bool | None = None
+    timeout: float | None = None
+    insecure_registries: tuple[str, ...] = ()
+    ca_file: Path | None = None
+    docker_config: Path | None = None
+    #: registry host -> mirror ``host[:port][/path-prefix]`` read instead.
+    mirrors: dict[str, str] = field(default_factory=dict)
+    #: rule id -> severity, or None for a rule that is turned off.
+    rules: dict[str, Severity | None] = field(default_factory=dict)
+
+
+def find_config(start: Path) -> Path | None:
+    """The nearest ``.canrun.yaml`` (or ``.yml``) in ``start`` or any directory above it."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        for name in FILENAMES:
+            candidate = directory / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def rules_with_flags(rules: dict[str, Severity | None], *, strict_flag: bool | None) -> dict[str, Severity | None]:
+    """An explicit ``--strict``/``--no-strict`` decides image-unresolvable's severity over the file's rules."""
+    if strict_flag is None:
+        return dict(rules)
+    return {k: v for k, v in rules.items() if k != "image-unresolvable"}
 
 
 @dataclass

@@ -27,19 +27,17 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
-from canrun.config import RUNTIMES
+from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.findings import RULES, Severity
 from canrun.platform import Platform
 
-FILENAMES = (".canrun.yaml", ".canrun.yml")
 LEVELS = ("error", "warning", "info", "off")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9A-Fa-f:.]+\](?::[0-9]+)?")
 _HUB_ALIASES = {"index.docker.io": "docker.io", "registry-1.docker.io": "docker.io"}
@@ -77,35 +75,6 @@ class _File(BaseModel):
     registries: _Registries = Field(default_factory=_Registries)
     rules: dict[str, Annotated[Literal["error", "warning", "info", "off"], BeforeValidator(_level)]] = Field(
         default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FileConfig:
-    """A loaded ``.canrun.yaml`` (all None/empty when there is none): plain data for the CLI to merge."""
-
-    path: Path | None = None
-    platforms: tuple[Platform, ...] | None = None
-    runtime: str | None = None
-    strict: bool | None = None
-    timeout: float | None = None
-    insecure_registries: tuple[str, ...] = ()
-    ca_file: Path | None = None
-    docker_config: Path | None = None
-    #: registry host -> mirror ``host[:port][/path-prefix]`` read instead.
-    mirrors: dict[str, str] = field(default_factory=dict)
-    #: rule id -> severity, or None for a rule that is turned off.
-    rules: dict[str, Severity | None] = field(default_factory=dict)
-
-
-def find_config(start: Path) -> Path | None:
-    """The nearest ``.canrun.yaml`` (or ``.yml``) in ``start`` or any directory above it."""
-    start = start.resolve()
-    for directory in (start, *start.parents):
-        for name in FILENAMES:
-            candidate = directory / name
-            if candidate.is_file():
-                return candidate
-    return None
 
 
 def discover(cwd: Path) -> FileConfig:
@@ -228,13 +197,6 @@ def _convert(path: Path, model: _File) -> FileConfig:
 def _check_host(path: Path, key: str, host: str) -> None:
     if not _HOST.fullmatch(host):
         raise UsageError(f"{path}: {key}: {host!r} is not a registry host[:port]")
-
-
-def rules_with_flags(rules: dict[str, Severity | None], *, strict_flag: bool | None) -> dict[str, Severity | None]:
-    """An explicit ``--strict``/``--no-strict`` decides image-unresolvable's severity over the file's rules."""
-    if strict_flag is None:
-        return dict(rules)
-    return {k: v for k, v in rules.items() if k != "image-unresolvable"}
 
 
 __all__ = ["FILENAMES", "FileConfig", "discover", "find_config", "load_config", "rules_with_flags"]

@@ -52,3 +52,20 @@ def test_malformed_yaml_on_stdin_is_named_and_exits_2() -> None:
     assert code == 2
     assert "Traceback" not in stdout + stderr
     assert "could not be read" in stderr
+
+
+def test_check_loads_neither_the_webhook_nor_the_audit_nor_the_config_schema(tmp_path) -> None:
+    """`canrun check` in CI pays only for what it uses: no web server, no Kubernetes client, no cryptography,
+    and no pydantic when there is no .canrun.yaml (each is tens of milliseconds of start-up on every run)."""
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n")
+    probe = ("import sys; from canrun.cli import main; code = main(['check', '-f', sys.argv[1], '--no-cache']); "
+             "heavy = ('fastapi', 'uvicorn', 'kubernetes', 'cryptography', 'pydantic'); "
+             "print(code, sorted(m for m in heavy if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", probe, str(manifest)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+    (tmp_path / ".canrun.yaml").write_text("strict: true\n")
+    proc = subprocess.run([sys.executable, "-c", probe, str(manifest)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.stdout.strip().splitlines()[-1] == "0 ['pydantic']", proc.stdout + proc.stderr

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from canrun.config import DEFAULT_PLATFORMS, Settings, apply_rule_overrides, open_engine
-from canrun.config_file import FileConfig, discover, load_config, rules_with_flags
+from canrun.config import (DEFAULT_PLATFORMS, FileConfig, Settings, apply_rule_overrides, find_config, open_engine,
+                           rules_with_flags)
 from canrun.errors import UsageError
 from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
 from canrun.output import FORMATS, CheckRun, targets_for
@@ -44,7 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def file_config(args: argparse.Namespace, cwd: Path) -> FileConfig:
-    return load_config(args.config) if args.config else discover(cwd)
+    path = args.config or find_config(cwd)
+    if path is None:
+        return FileConfig()
+    # pydantic is imported only when there is a file to validate: it is a fifth of a warm check's start-up
+    from canrun.config_file import load_config
+
+    return load_config(path)
 
 
 def settings_from(args: argparse.Namespace, cfg: FileConfig) -> tuple[Settings, bool]:
