@@ -116,6 +116,17 @@ def finding_platforms(f: Finding) -> list[str]:
     return [p for p in (f.platform or "").split(",") if p]
 
 
+def standalone_message(f: Finding) -> str:
+    """A finding told in full outside canrun's own report (a PR annotation, a SARIF result): who, where, what, fix."""
+    subject = str(f.resource) if f.resource else "input"
+    if f.container:
+        subject += f', container "{f.container}"'
+    if f.image:
+        subject += f" (image {f.image})"
+    on = f" on {f.platform.replace(',', ', ')}" if f.platform else ""
+    return f"{subject}{on}: {f.message}\nFix: {f.hint}"
+
+
 def is_stdin(file: str | None) -> bool:
     return file in (None, "", "-", "<stdin>", "<input>")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from canrun.findings import Finding, Severity
-from canrun.output import CheckRun, is_stdin, repo_path
+from canrun.output import CheckRun, is_stdin, repo_path, standalone_message
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 
@@ -41,13 +41,7 @@ def _file(file: str | None, root: str | PurePath | None, cwd: str | PurePath | N
 
 
 def _annotation(f: Finding, root: str | PurePath | None, cwd: str | PurePath | None) -> str:
-    subject = str(f.resource) if f.resource else "input"
-    if f.container:
-        subject += f', container "{f.container}"'
-    if f.image:
-        subject += f" (image {f.image})"
-    on = f" on {f.platform.replace(',', ', ')}" if f.platform else ""
-    message = f"{subject}{on}: {f.message}\nFix: {f.hint}\nDocs: {f.docs_url}"
+    message = f"{standalone_message(f)}\nDocs: {f.docs_url}"
     return command(COMMANDS[f.severity], message,
                    file=_file(f.source.file if f.source else None, root, cwd),
                    line=f.source.line if f.source else None,

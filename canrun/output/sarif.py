@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from canrun import __version__
 from canrun.findings import RULES, Finding, Severity
-from canrun.output import CheckRun, finding_platforms, is_stdin, repo_path
+from canrun.output import CheckRun, finding_platforms, is_stdin, repo_path, standalone_message
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://canrun.io"
@@ -85,16 +85,6 @@ def fingerprint(f: Finding, uri: str | None) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _message(f: Finding) -> str:
-    subject = str(f.resource) if f.resource else "input"
-    if f.container:
-        subject += f', container "{f.container}"'
-    if f.image:
-        subject += f" (image {f.image})"
-    on = f" on {f.platform.replace(',', ', ')}" if f.platform else ""
-    return f"{subject}{on}: {f.message}\nFix: {f.hint}"
-
-
 def _result(f: Finding, root: str | PurePath | None, cwd: str | PurePath | None) -> dict[str, Any]:
     artifact = _artifact(f.source.file if f.source else None, root, cwd)
     location: dict[str, Any] = {}
@@ -109,7 +99,7 @@ def _result(f: Finding, root: str | PurePath | None, cwd: str | PurePath | None)
     result: dict[str, Any] = {
         "ruleId": f.rule,
         "level": LEVELS[f.severity],
-        "message": {"text": _message(f)},
+        "message": {"text": standalone_message(f)},
         "partialFingerprints": {FINGERPRINT_KEY: fingerprint(f, artifact["uri"] if artifact else None)},
         "properties": {
             "resource": f.to_dict()["resource"],
