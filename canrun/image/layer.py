@@ -49,8 +49,8 @@ Compression = Literal["auto", "gzip", "zstd", "none"]
 
 #: Largest piece of decompressed output handed to the tar reader at once.
 OUTPUT_PIECE = 1 << 20
-#: Chunks buffered between the network and a worker thread (x ~64 KiB network chunks).
-QUEUE_DEPTH = 32
+#: Chunks buffered between the network and a worker thread (the registry client hands on ~1 MiB pieces).
+QUEUE_DEPTH = 8
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
