@@ -136,7 +136,7 @@ def test_kustomizations_reference_existing_files(kust: Path) -> None:
 # --- rendered overlays ------------------------------------------------------------------------------
 
 @needs_kubectl
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
+@pytest.mark.parametrize("overlay", [MANIFESTS, MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
 def test_rendered_objects_validate(overlay: Path) -> None:
     objs = render(overlay)
     assert objs
