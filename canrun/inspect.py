@@ -223,7 +223,7 @@ async def inspect_image(engine: Any, image: str, platform: Platform, *, paths: l
                      "cmd": list(config.cmd) if config.cmd is not None else None,
                      "env": list(config.env), "user": config.user, "working_dir": config.working_dir}
     fs = view.fs
-    result.layers, result.entries = len(view.layers), len(fs)
+    result.layers, result.entries = len(view.layer_digests), len(fs)
     sc = SecurityContext(run_as_user=run_as_user, run_as_group=run_as_group) if run_as_user is not None else None
     container = Container(name="inspect", image=image, security_context=sc)
     ctx = ExecContext(container=container, pod=PodSpec(containers=(container,)), config=config, fs=fs,

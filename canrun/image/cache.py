@@ -3,6 +3,7 @@
 Layout under the root (default ``$CANRUN_CACHE_DIR`` or ``~/.cache/canrun``)::
 
     layers/sha256/<hex>.idx    LayerIndex, binary format below
+    views/sha256/<hex>.fsv     merged view (MergedFS) of a platform manifest, by manifest digest
     blobs/sha256/<hex>         manifest/config bytes, re-verified against the name on read
     tags/<sha256 of key>.json  {"key", "digest", "media_type", "stored"}: TTL-bound
 
@@ -21,6 +22,19 @@ and ``str.split``, so loading 60k entries is dominated by building the
 ``Entry`` objects.  A forged index cannot execute anything, but it can lie
 about a layer's content: the cache directory must be writable only by the
 canrun user (it is created 0700).
+
+Views: a warm check of a large image only looks at a handful of paths, so
+rebuilding the merged filesystem from its layer indexes (two Python objects per
+path) is most of its time.  ``views/`` keeps the merged result of every
+platform manifest the store has judged: preamble ``CRFV`` + version, then
+zstd-compressed (with its content checksum) sections — JSON meta (manifest
+digest, layer digests, node count, kept-file names), one ``fs.NODE_RECORD``
+per node, NUL-joined paths, symlink targets, hardlink origins, exec headers
+(JSON, as in the layer format), kept-file bytes, removed paths and the layer
+that removed each.  ``decode_view`` checks sizes and type codes and builds only
+the path index; ``FrozenMergedFS`` builds nodes on lookup.  A manifest digest
+fixes its layers, so a view never goes stale — except when the merge rules in
+``image/fs.py`` change: bump ``VIEW_VERSION`` then (an old version is a miss).
 
 Size: ``max_bytes`` (default 2 GiB) bounds the directory; when a write finds
 the last pruning older than ``PRUNE_INTERVAL`` it deletes least-recently-used
@@ -41,11 +55,17 @@ from pathlib import Path
 
 import zstandard
 
+from canrun.image.fs import (NODE_HAS_EXEC, NODE_HAS_HARDLINK, NODE_HAS_LINK, NODE_RECORD, NODE_TYPES,
+                             FrozenMergedFS, FrozenNodes, MergedFS)
 from canrun.image.layer import make_entry
 from canrun.image.model import ElfInfo, Entry, EntryType, ExecInfo, LayerIndex, ScriptInfo, UnknownFormat
 
 FORMAT_MAGIC = b"CRLI"
 FORMAT_VERSION = 1
+VIEW_MAGIC = b"CRFV"
+#: Bump whenever MergedFS's merge rules change: a view saved by other rules would answer differently.
+VIEW_VERSION = 1
+_VIEW_SECTIONS = 9
 DEFAULT_TAG_TTL = 300.0
 DEFAULT_MAX_BYTES = 2 << 30
 PRUNE_INTERVAL = 600.0
@@ -214,6 +234,136 @@ def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
         raise _Corrupt(str(exc)) from exc
 
 
+# --------------------------------------------------------------------------- merged views
+def _sections(payload: bytes, count: int) -> list[bytes]:
+    sections: list[bytes] = []
+    pos = 0
+    for _ in range(count):
+        (length,) = _SECTION.unpack_from(payload, pos)
+        pos += _SECTION.size
+        if pos + length > len(payload):
+            raise _Corrupt("section")
+        sections.append(payload[pos : pos + length])
+        pos += length
+    if pos != len(payload):
+        raise _Corrupt("trailing data")
+    return sections
+
+
+def _split(section: bytes, count: int) -> list[str]:
+    items = section.decode("utf-8", "surrogateescape").split("\0") if count else []
+    if len(items) != count:
+        raise _Corrupt("string table")
+    return items
+
+
+def encode_view(fs: MergedFS, digest: str) -> bytes:
+    """Serialise a merged view saved for platform manifest ``digest`` (format in the module docstring)."""
+    records = bytearray()
+    pack = NODE_RECORD.pack
+    codes = {t: i for i, t in enumerate(NODE_TYPES)}
+    paths: list[str] = []
+    links: list[str] = []
+    hardlinks: list[str] = []
+    execs: list[list[object]] = []
+    for i, node in enumerate(fs.nodes()):
+        flags = link = hardlink = 0
+        if node.link is not None:
+            flags |= NODE_HAS_LINK
+            link = len(links)
+            links.append(node.link)
+        if node.hardlink is not None:
+            flags |= NODE_HAS_HARDLINK
+            hardlink = len(hardlinks)
+            hardlinks.append(node.hardlink)
+        if node.exec is not None:
+            flags |= NODE_HAS_EXEC
+            execs.append(_exec_to_json(i, node.exec))
+        paths.append(node.path)
+        records += pack(codes[node.type], flags, node.mode & 0xFFFF, node.uid, node.gid, node.size, node.layer,
+                        link, hardlink)
+    files = fs.kept_files()
+    file_names = list(files)
+    removed = fs.removals()
+    meta = {
+        "digest": digest,
+        "layers": list(fs.layer_digests),
+        "count": len(paths),
+        "links": len(links),
+        "hardlinks": len(hardlinks),
+        "removed": len(removed),
+        "files": [[name, len(files[name])] for name in file_names],
+    }
+    sections = [
+        json.dumps(meta, separators=(",", ":")).encode(),
+        bytes(records),
+        _enc("\0".join(paths)),
+        _enc("\0".join(links)),
+        _enc("\0".join(hardlinks)),
+        json.dumps(execs, separators=(",", ":")).encode(),
+        b"".join(files[name] for name in file_names),
+        _enc("\0".join(removed)),
+        struct.pack(f"<{len(removed)}i", *removed.values()),
+    ]
+    payload = b"".join(_SECTION.pack(len(s)) + s for s in sections)
+    compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
+    return _PREAMBLE.pack(VIEW_MAGIC, VIEW_VERSION) + compressor.compress(payload)
+
+
+def decode_view(blob: bytes, digest: str | None = None) -> FrozenMergedFS:
+    """Inverse of ``encode_view``; raises ``_Corrupt`` on anything unexpected.
+
+    Only what every lookup needs is done here (decompress, split the path
+    list, index it); nodes and exec headers are decoded on first use.  The
+    zstd checksum and the table checks below catch a damaged file now, not
+    halfway through a check.
+    """
+    try:
+        magic, version = _PREAMBLE.unpack_from(blob)
+        if magic != VIEW_MAGIC or version != VIEW_VERSION:
+            raise _Corrupt("format")
+        payload = zstandard.ZstdDecompressor().decompress(blob[_PREAMBLE.size :], max_output_size=1 << 30)
+        sections = _sections(payload, _VIEW_SECTIONS)
+        meta = json.loads(sections[0])
+        if digest is not None and meta["digest"] != digest:
+            raise _Corrupt("digest")
+        count = meta["count"]
+        records = sections[1]
+        if not isinstance(count, int) or len(records) != count * NODE_RECORD.size:
+            raise _Corrupt("records")
+        if count and max(records[0 :: NODE_RECORD.size]) >= len(NODE_TYPES):
+            raise _Corrupt("type code")
+        paths = _split(sections[2], count)
+        links = _split(sections[3], meta["links"])
+        hardlinks = _split(sections[4], meta["hardlinks"])
+        exec_json = sections[5]
+        files: dict[str, bytes] = {}
+        data = sections[6]
+        offset = 0
+        for name, size in meta["files"]:
+            files[str(name)] = data[offset : offset + size]
+            offset += size
+        if offset != len(data):
+            raise _Corrupt("files")
+        removed_count = meta["removed"]
+        removed_paths = _split(sections[7], removed_count)
+        removed = dict(zip(removed_paths, struct.unpack(f"<{removed_count}i", sections[8])))
+        layer_digests = [str(d) for d in meta["layers"]]
+
+        def load_execs() -> dict[int, ExecInfo]:
+            try:
+                return dict(_exec_from_json(item) for item in json.loads(exec_json))
+            except (_Corrupt, ValueError, TypeError, IndexError) as exc:
+                raise KeyError(f"exec headers: {exc}") from exc  # FrozenNodes reports it as ImageCorrupt
+
+        return FrozenMergedFS(FrozenNodes(paths, records, links, hardlinks, load_execs), files, removed,
+                              layer_digests)
+    except _Corrupt:
+        raise
+    except (struct.error, zstandard.ZstdError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise _Corrupt(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- cache
 class Cache:
     """The on-disk cache.  Every method is safe to call from several processes at once."""
@@ -247,6 +397,33 @@ class Cache:
         path = self._content_path("layers", index.digest, ".idx")
         if path is not None:
             self._write(path, encode_index(index))
+
+    # ------------------------------------------------------------ merged views
+    def get_view(self, manifest_digest: str) -> FrozenMergedFS | None:
+        """The merged filesystem saved for a platform manifest, read-only and decoded lazily."""
+        path = self._content_path("views", manifest_digest, ".fsv")
+        if path is None:
+            return None
+        data = self._read(path)
+        if data is None:
+            return None
+        try:
+            return decode_view(data, manifest_digest)
+        except _Corrupt:
+            self._discard(path)
+            return None
+
+    def put_view(self, manifest_digest: str, fs: MergedFS) -> None:
+        """Save ``fs``, merged from every layer of ``manifest_digest``, only after those layers were checked."""
+        path = self._content_path("views", manifest_digest, ".fsv")
+        if path is not None:
+            self._write(path, encode_view(fs, manifest_digest))
+
+    def discard_view(self, manifest_digest: str) -> None:
+        """Drop a view its caller found inconsistent with the manifest (a miss from then on)."""
+        path = self._content_path("views", manifest_digest, ".fsv")
+        if path is not None:
+            self._discard(path)
 
     # ------------------------------------------------------------ blobs
     def get_blob(self, digest: str) -> bytes | None:
@@ -304,7 +481,7 @@ class Cache:
         if limit is None:
             return 0
         files: list[tuple[float, int, Path]] = []
-        for sub in ("layers", "blobs", "tags"):
+        for sub in ("layers", "views", "blobs", "tags"):
             base = self.root / sub
             if not base.is_dir():
                 continue

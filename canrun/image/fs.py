@@ -20,6 +20,13 @@ per directory, so a whole 60k-entry image merges in a fraction of a second and
 removing a subtree costs only its size.  Every stored path is *real*: no
 stored node has a symlink or a non-directory among its ancestors.
 
+A merged view can also be *frozen* (``FrozenMergedFS``): rebuilt from the
+view cache (``image/cache.py``, keyed by platform-manifest digest) instead of
+from the layers.  Its nodes live in one packed record table and are turned
+into ``Node`` objects only when a path is looked up (and then memoised), so a
+warm check of a 60k-path image builds a few dozen nodes, not 60k.  It answers
+every read exactly as the ``MergedFS`` it was saved from; ``apply`` refuses.
+
 ``MergedFS.resolve`` walks a path component by component as the kernel's
 ``path_walk`` does, for a given set of credentials: search permission on every
 directory, symlinks followed inside the root (absolute targets restart at the
@@ -30,10 +37,12 @@ can show how a path was reached and the checks can say why it was not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from canrun.errors import ImageCorrupt
 from canrun.image.model import Entry, EntryType, ExecInfo, LayerIndex
 
 #: The kernel's MAXSYMLINKS: the 41st symlink of one lookup fails with ELOOP.
@@ -379,6 +388,18 @@ class MergedFS:
         return _join(self._root_path(_parent(link)), link.rsplit("/", 1)[1]) if link != "/" else "/"
 
     # ------------------------------------------------------------------ reading
+    def nodes(self) -> Iterable[Node]:
+        """Every node, in ``paths()`` order (what the view cache saves)."""
+        return self._nodes.values()
+
+    def kept_files(self) -> Mapping[str, bytes]:
+        """Contents of KEPT_FILES by the real path of the node holding them."""
+        return self._files
+
+    def removals(self) -> Mapping[str, int]:
+        """Real path -> 0-based layer whose whiteout (or opaque marker) deleted it."""
+        return self._removed
+
     def __len__(self) -> int:
         return len(self._nodes)
 
@@ -421,6 +442,123 @@ class MergedFS:
                 mounts: Sequence[Mount] = ()) -> Resolution:
         """Walk ``path`` as the kernel does for ``creds``, with ``mounts`` laid over the image."""
         return _Walker(self, creds, mounts).walk(path, cwd, follow)
+
+
+#: One node of a frozen view: type code (index in ``NODE_TYPES``), flags (``NODE_HAS_*``), mode, uid, gid,
+#: size, layer, index into the links, into the hardlink origins (0 when the flag is unset).  Shared with
+#: image/cache.py, which writes the table.
+NODE_RECORD = struct.Struct("<BBHQQQiII")
+NODE_TYPES: tuple[EntryType, ...] = tuple(EntryType)
+NODE_HAS_LINK, NODE_HAS_HARDLINK, NODE_HAS_EXEC = 1, 2, 4
+
+
+class FrozenNodes(Mapping[str, Node]):
+    """Read-only ``path -> Node`` over a packed record table; nodes are built on first access and memoised.
+
+    ``paths[i]`` is described by record ``i`` of ``records`` (``NODE_RECORD``);
+    ``load_execs`` returns {record index: ExecInfo} and is called at most once,
+    when the first node with an exec header is built.  The path index is one
+    dict built from the path list (a few ms for 60k paths); memoising keeps
+    node identity stable (``lookup(p) is lookup(p)``) as a plain dict does.
+    """
+
+    __slots__ = ("_paths", "_index", "_records", "_links", "_hardlinks", "_load_execs", "_execs", "_memo")
+
+    def __init__(self, paths: list[str], records: bytes, links: Sequence[str], hardlinks: Sequence[str],
+                 load_execs: Callable[[], Mapping[int, ExecInfo]]) -> None:
+        if len(records) != len(paths) * NODE_RECORD.size:
+            raise ValueError("the record table does not match the path list")
+        self._paths = paths
+        self._index: dict[str, int] = dict(zip(paths, range(len(paths))))
+        if len(self._index) != len(paths):
+            raise ValueError("duplicate paths")
+        self._records = records
+        self._links = links
+        self._hardlinks = hardlinks
+        self._load_execs = load_execs
+        self._execs: Mapping[int, ExecInfo] | None = None
+        self._memo: dict[str, Node] = {}
+
+    def _build(self, i: int, path: str) -> Node:
+        code, flags, mode, uid, gid, size, layer, link, hardlink = NODE_RECORD.unpack_from(self._records,
+                                                                                          i * NODE_RECORD.size)
+        try:
+            exec_info = None
+            if flags & NODE_HAS_EXEC:
+                if self._execs is None:
+                    self._execs = self._load_execs()
+                exec_info = self._execs[i]
+            return Node(path, NODE_TYPES[code], mode, uid, gid, size,
+                        self._links[link] if flags & NODE_HAS_LINK else None, exec_info, layer,
+                        self._hardlinks[hardlink] if flags & NODE_HAS_HARDLINK else None)
+        except (IndexError, KeyError, ValueError) as exc:
+            # The cache checks its file whole (zstd checksum, table sizes) before this runs, so only a
+            # file forged to pass those gets here; name it rather than fail with a traceback.
+            raise ImageCorrupt(f"the cached merged view holds a broken record for {path!r} ({exc!r}); "
+                               "delete the canrun cache directory") from exc
+
+    def get(self, path: str, default: Node | None = None) -> Node | None:  # type: ignore[override]
+        node = self._memo.get(path)
+        if node is not None:
+            return node
+        i = self._index.get(path)
+        if i is None:
+            return default
+        node = self._memo[path] = self._build(i, path)
+        return node
+
+    def __getitem__(self, path: str) -> Node:
+        node = self.get(path)
+        if node is None:
+            raise KeyError(path)
+        return node
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._index
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths)
+
+    def keys(self):  # type: ignore[no-untyped-def, override]
+        return self._index.keys()
+
+    def values(self):  # type: ignore[no-untyped-def, override]
+        return (self[p] for p in self._paths)
+
+
+class FrozenMergedFS(MergedFS):
+    """A merged view loaded from the view cache: every read of ``MergedFS``, no ``apply``.
+
+    Built by ``image/cache.decode_view``.  Directory listings (``children``)
+    are derived from the path list on first use; nothing else is precomputed.
+    """
+
+    def __init__(self, nodes: FrozenNodes, files: Mapping[str, bytes], removed: Mapping[str, int],
+                 layer_digests: Sequence[str]) -> None:
+        if "/" not in nodes:
+            raise ValueError("a merged view without a root")
+        self._nodes = nodes  # type: ignore[assignment]
+        self._files = dict(files)
+        self._removed = dict(removed)
+        self.layer_digests = list(layer_digests)
+        self._listing: dict[str, list[str]] | None = None
+
+    def apply(self, layer: LayerIndex, number: int | None = None) -> None:
+        raise TypeError("this merged view was loaded from the view cache and is read-only; "
+                        "build a MergedFS with MergedFS.from_layers to apply layers")
+
+    def children(self, path: str) -> list[str]:
+        if self._listing is None:
+            listing: dict[str, list[str]] = {}
+            for p in self._nodes:
+                if p != "/":
+                    cut = p.rfind("/")
+                    listing.setdefault(p[:cut] if cut > 0 else "/", []).append(p[cut + 1:])
+            self._listing = listing
+        return sorted(self._listing.get(path, ()))
 
 
 class _Walker:
@@ -536,7 +674,7 @@ def describe_node(node: Node) -> str:
 
 
 __all__ = [
-    "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "Credentials", "EACCES", "ELOOP", "ENOENT", "ENOTDIR", "Hop",
-    "MAX_SYMLINKS", "MergedFS", "Mount", "NO_LAYER", "Node", "OK", "Opaque", "ROOT", "Resolution", "UNKNOWN",
-    "describe_node", "permission",
+    "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "Credentials", "EACCES", "ELOOP", "ENOENT", "ENOTDIR",
+    "FrozenMergedFS", "FrozenNodes", "Hop", "MAX_SYMLINKS", "MergedFS", "Mount", "NODE_RECORD", "NO_LAYER", "Node",
+    "OK", "Opaque", "ROOT", "Resolution", "UNKNOWN", "describe_node", "permission",
 ]

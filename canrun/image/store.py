@@ -7,6 +7,10 @@ The store is where the registry, the layer indexer and the caches meet:
 * manifests and configs are small: kept in memory and on disk;
 * layers are streamed, indexed and dropped; only their ``LayerIndex`` is kept,
   on disk by layer digest, so a base layer shared by fifty images is read once;
+* the merged filesystem of a platform manifest is kept on disk by manifest
+  digest, so a warm check loads one view file (decoded lazily) and no layer
+  index at all; it is saved only after every check on the manifest, its
+  config and its layers passed, and a manifest digest fixes its layers;
 * concurrent requests for the same digest share one in-flight task
   (single-flight), which is what lets the webhook answer a burst of identical
   admissions with one registry round trip;
@@ -64,7 +68,11 @@ class ResolvedImage:
 
 @dataclass
 class ImageView:
-    """One platform's image, ready to be judged: its config and merged filesystem."""
+    """One platform's image, ready to be judged: its config and merged filesystem.
+
+    ``layers`` is empty when the merged filesystem came from the view cache;
+    ``layer_digests`` always lists the manifest's layers.
+    """
 
     reference: Reference
     digest: str  # the platform manifest's digest
@@ -124,7 +132,7 @@ class ImageStore:
         self._views: OrderedDict[str, ImageView] = OrderedDict()
         self._memory_views = memory_views
         self._layers: OrderedDict[str, LayerIndex] = OrderedDict()
-        self.stats = {"layers_fetched": 0, "layers_cached": 0, "manifests_fetched": 0}
+        self.stats = {"layers_fetched": 0, "layers_cached": 0, "manifests_fetched": 0, "views_cached": 0}
         #: (registry, repository, credential fingerprint) -> until when that identity's access is confirmed.
         self._access: dict[tuple[str, str, str], float] = {}
 
@@ -260,10 +268,23 @@ class ImageStore:
         if not isinstance(config_doc, dict):
             raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is not a JSON object")
         config = ImageConfig.from_json(config_doc)
-        layers = await asyncio.gather(*(self._layer(ref, d) for d in manifest.layers))
         index_digest = None if selection.single_platform else selection.resolved.descriptor.digest
-        return ImageView(ref, descriptor.digest, index_digest, config, list(layers),
-                         [d.digest for d in manifest.layers])
+        layer_digests = [d.digest for d in manifest.layers]
+        if self.cache is not None:
+            # A view is saved only after the layer checks below passed for this very manifest digest,
+            # which fixes every layer descriptor (digest and size): serving it skips nothing.
+            fs = await asyncio.to_thread(self.cache.get_view, descriptor.digest)
+            if fs is not None and fs.layer_digests == layer_digests:
+                self.stats["views_cached"] += 1
+                return ImageView(ref, descriptor.digest, index_digest, config, [], layer_digests, fs)
+            if fs is not None:
+                self.cache.discard_view(descriptor.digest)
+        layers = list(await asyncio.gather(*(self._layer(ref, d) for d in manifest.layers)))
+        view = ImageView(ref, descriptor.digest, index_digest, config, layers, layer_digests)
+        if self.cache is not None:
+            merged = view._fs = await asyncio.to_thread(MergedFS.from_layers, layers)
+            await asyncio.to_thread(self.cache.put_view, descriptor.digest, merged)
+        return view
 
     async def _config_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:
         if self.cache is not None:
