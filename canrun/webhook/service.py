@@ -52,6 +52,7 @@ from canrun.kube.admission import (
     parse_review,
     relevant_change,
     shorten,
+    verdict_view,
 )
 from canrun.kube.scheduling import NodePool, platforms_for
 from canrun.kube.workloads import workload_from_object
@@ -124,6 +125,18 @@ class _Cached:
     report: Report
 
 
+@dataclass
+class _Answered:
+    """A shaped answer for an object seen before, reused while its verdict is (see ``AdmissionService._recall``)."""
+
+    expires: float
+    pool: NodePool
+    outcome: Outcome
+    report: Report
+    #: The findings counters the first answer incremented, bound once.
+    counters: list[Any]
+
+
 class AdmissionService:
     """Answers AdmissionReviews; owns the verdict cache and the background work (events, warm-up)."""
 
@@ -135,6 +148,8 @@ class AdmissionService:
         self.cluster = cluster
         self.metrics = metrics or Metrics()
         self._verdicts: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
+        self._answers: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
+        self._metric_children: dict[tuple[str, ...], Any] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Task[Report]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._warmed: set[str] = set()
@@ -218,9 +233,8 @@ class AdmissionService:
         return dict(build_response(req.uid, outcome.decision))
 
     def _record(self, req: Request, outcome: Outcome, elapsed: float) -> None:
-        m = self.metrics
-        m.requests.labels(req.kind or "-", req.operation, outcome.mode, outcome.verdict).inc()
-        m.latency.labels(outcome.mode).observe(elapsed)
+        self._children(("requests", req.kind or "-", req.operation, outcome.mode, outcome.verdict)).inc()
+        self._children(("latency", outcome.mode)).observe(elapsed)
         fields: dict[str, Any] = {
             "uid": req.uid, "kind": req.kind, "namespace": req.namespace, "name": req.display_name.split("/")[-1],
             "operation": req.operation, "mode": outcome.mode, "verdict": outcome.verdict,
@@ -236,6 +250,14 @@ class AdmissionService:
             fields["cached"] = outcome.cached
         decisions_log.info("admission %s", outcome.verdict, extra={"fields": fields})
 
+    def _children(self, key: tuple[str, ...]) -> Any:
+        """A labelled metric's child, bound once (``labels()`` locks and builds tuples on every call)."""
+        child = self._metric_children.get(key)
+        if child is None:
+            metric = self.metrics.requests if key[0] == "requests" else self.metrics.latency
+            child = self._metric_children[key] = metric.labels(*key[1:])
+        return child
+
     async def _decide(self, req: Request, started: float) -> Outcome:
         if req.operation not in ("CREATE", "UPDATE"):
             return _skip(f"operation {req.operation}")
@@ -249,6 +271,15 @@ class AdmissionService:
         if req.operation == "UPDATE" and not req.sub_resource and \
                 not relevant_change(req.kind, req.old_object, req.object):
             return _skip("no relevant change", mode)
+        pool = self.pool()
+        answer_key = None
+        if pool is not None and not req.sub_resource:
+            answer_key = self._answer_key(req, mode, pool)
+            recalled = self._recall(answer_key, pool)
+            if recalled is not None:
+                outcome, report = recalled
+                self._maybe_event(req, outcome, report, mode)
+                return outcome
         try:
             workload = workload_from_object(req.object, namespace=req.namespace or None)
         except ManifestError as exc:
@@ -264,7 +295,6 @@ class AdmissionService:
             if not containers:
                 return _skip("no new ephemeral container", mode)
             workload = replace(workload, pod=replace(workload.pod, containers=containers))
-        pool = self.pool()
         if pool is None:
             return Outcome(Decision(warnings=["canrun: not verified: node platforms are not known yet; allowed"]),
                            mode, "unverified", reason="not ready")
@@ -274,12 +304,53 @@ class AdmissionService:
             return self._unverified(workload, mode)
         outcome = self._shape(report, workload, mode)
         outcome.cached = cached
+        if answer_key is not None:
+            self._remember_answer(answer_key, (req.namespace, *_verdict_key(workload, pool)), outcome, report)
+        self._maybe_event(req, outcome, report, mode)
+        return outcome
+
+    def _maybe_event(self, req: Request, outcome: Outcome, report: Report, mode: str) -> None:
         if outcome.rules and mode in ("warn", "audit") and not req.dry_run and self.cluster is not None \
                 and self.settings.events:
             involved = _involved(req)
             if involved is not None:
                 self.spawn(self._event(involved, report), name=f"event-{req.uid}")
-        return outcome
+
+    # -- answers for objects seen before ---------------------------------------------------------
+
+    @staticmethod
+    def _answer_key(req: Request, mode: str, pool: NodePool) -> tuple[Any, ...]:
+        """What an answer depends on, read straight off the request object.
+
+        A GitOps controller re-applies the same objects all day; turning each into a
+        ``Workload`` and shaping the same findings into the same messages again was most
+        of a warm admission's cost.  The key is the object's identity (it is named in the
+        messages), the mode, the node pool and ``verdict_view`` (the relevant pod spec and
+        the exemptions) as written: a reordered but equal object only misses.
+        """
+        return (req.kind, req.namespace, req.display_name, mode, id(pool), repr(verdict_view(req.kind, req.object)))
+
+    def _recall(self, key: tuple[Any, ...], pool: NodePool) -> tuple[Outcome, Report] | None:
+        hit = self._answers.get(key)
+        if hit is None or hit.pool is not pool or hit.expires <= time.monotonic():
+            return None
+        self._answers.move_to_end(key)
+        self.metrics.cache.labels("hit").inc()
+        for counter in hit.counters:
+            counter.inc()
+        return replace(hit.outcome, cached=True), hit.report
+
+    def _remember_answer(self, key: tuple[Any, ...], verdict_key: tuple[Any, ...], outcome: Outcome,
+                         report: Report) -> None:
+        """Keep the shaped answer as long as the verdict it was shaped from (only remembered verdicts)."""
+        verdict = self._verdicts.get(verdict_key)
+        if verdict is None:  # not a verdict worth remembering (an unreadable image): ask again next time
+            return
+        counters = [self.metrics.findings.labels(f.rule, f.severity.value)
+                    for f in report.findings if f.severity is not Severity.INFO]
+        self._answers[key] = _Answered(verdict.expires, verdict.pool, outcome, report, counters)
+        while len(self._answers) > self.settings.verdict_cache_size:
+            self._answers.popitem(last=False)
 
     async def mode_for(self, namespace: str) -> str:
         """The namespace's ``canrun.io/mode`` label, else the default (also when the API cannot say)."""

@@ -210,3 +210,18 @@ def test_warning_lines_are_short_and_name_rule_container_and_platform() -> None:
     assert short == 'canrun command-not-found: container "app" [linux/arm64]: /app not found'
     long = warning_line(_finding("x" * 500))
     assert len(long) == 120 and long.endswith("…") and "\n" not in long
+
+
+@pytest.mark.parametrize("where", ["object", "template"])
+def test_adding_or_removing_an_exemption_is_relevant(where: str) -> None:
+    """Removing canrun.io/skip must bring the findings back on the next apply, not be skipped as 'unchanged'."""
+    def exempt(d: dict[str, Any]) -> None:
+        meta = d if where == "object" else d["spec"]["template"]
+        meta.setdefault("metadata", {}).setdefault("annotations", {})["canrun.io/skip"] = "command-not-found"
+    exempted = edited(exempt)
+    assert relevant_change("Deployment", exempted, DEPLOYMENT)
+    assert relevant_change("Deployment", DEPLOYMENT, exempted)
+    assert not relevant_change("Deployment", exempted, copy.deepcopy(exempted))
+    relabeled = copy.deepcopy(exempted)
+    relabeled.setdefault("metadata", {}).setdefault("labels", {})["team"] = "b"
+    assert not relevant_change("Deployment", exempted, relabeled)

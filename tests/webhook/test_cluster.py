@@ -168,3 +168,25 @@ def test_images_of_running_pods_are_indexed_at_start(start_webhook: StartWebhook
     assert any("command-not-found" in w for w in answer["warnings"])
     assert slow_proxy.count() == 0
     assert ("GET", "/api/v1/pods") in api.requests  # one list, then the watch: no periodic re-listing
+
+
+def test_a_repeated_admission_is_answered_alike_and_still_leaves_an_event(hook: Webhook, api: KubeAPIStandIn,
+                                                                         catalogue: Catalogue) -> None:
+    """GitOps re-applies the same object all day: the second answer comes from memory but says the same thing,
+    counts its findings again and still records the Event Argo CD users read."""
+    bad = deployment([container(catalogue.ref("whiteout"), name="server")], name="web", namespace="dev")
+    first = hook.review(review(bad))
+    hook.drain()
+    second = hook.review(review(bad))
+    hook.drain()
+    assert first["warnings"] == second["warnings"] and any("command-not-found" in w for w in second["warnings"])
+    [event] = events(api, "dev")  # one Event, seen twice (as the kubelet's own events aggregate)
+    assert event["count"] == 2
+    metrics = hook.client.get("/metrics").text
+    assert 'canrun_admission_findings_total{rule="command-not-found",severity="error"} 2.0' in metrics
+    # another object with the same pod spec is named in its own answer
+    other = deployment([container(catalogue.ref("whiteout"), name="server")], name="api", namespace="dev")
+    answer = hook.review(review(other))
+    assert answer["warnings"] == first["warnings"]  # warnings name the container, not the object
+    hook.drain()
+    assert sorted((e["involvedObject"]["name"], e["count"]) for e in events(api, "dev")) == [("api", 1), ("web", 2)]
