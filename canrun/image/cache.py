@@ -51,7 +51,9 @@ import re
 import struct
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import zstandard
 
@@ -59,6 +61,8 @@ from canrun.image.fs import (NODE_HAS_EXEC, NODE_HAS_HARDLINK, NODE_HAS_LINK, NO
                              FrozenMergedFS, FrozenNodes, MergedFS)
 from canrun.image.layer import make_entry
 from canrun.image.model import ElfInfo, Entry, EntryType, ExecInfo, LayerIndex, ScriptInfo, UnknownFormat
+
+T = TypeVar("T")
 
 FORMAT_MAGIC = b"CRLI"
 FORMAT_VERSION = 1
@@ -381,43 +385,38 @@ class Cache:
 
     # ------------------------------------------------------------ layer indexes
     def get_layer(self, digest: str) -> LayerIndex | None:
-        path = self._content_path("layers", digest, ".idx")
-        if path is None:
-            return None
-        data = self._read(path)
-        if data is None:
-            return None
-        try:
-            return decode_index(data, digest)
-        except _Corrupt:
-            self._discard(path)
-            return None
+        return self._get_decoded("layers", digest, ".idx", decode_index)
 
     def put_layer(self, index: LayerIndex) -> None:
-        path = self._content_path("layers", index.digest, ".idx")
-        if path is not None:
-            self._write(path, encode_index(index))
+        self._put_encoded("layers", index.digest, ".idx", lambda: encode_index(index))
 
     # ------------------------------------------------------------ merged views
     def get_view(self, manifest_digest: str) -> FrozenMergedFS | None:
         """The merged filesystem saved for a platform manifest, read-only and decoded lazily."""
-        path = self._content_path("views", manifest_digest, ".fsv")
+        return self._get_decoded("views", manifest_digest, ".fsv", decode_view)
+
+    def put_view(self, manifest_digest: str, fs: MergedFS) -> None:
+        """Save ``fs``, merged from every layer of ``manifest_digest``, only after those layers were checked."""
+        self._put_encoded("views", manifest_digest, ".fsv", lambda: encode_view(fs, manifest_digest))
+
+    def _get_decoded(self, kind: str, digest: str, suffix: str, decode: Callable[[bytes, str], T]) -> T | None:
+        """A derived record by digest; anything undecodable is a miss, and removed."""
+        path = self._content_path(kind, digest, suffix)
         if path is None:
             return None
         data = self._read(path)
         if data is None:
             return None
         try:
-            return decode_view(data, manifest_digest)
+            return decode(data, digest)
         except _Corrupt:
             self._discard(path)
             return None
 
-    def put_view(self, manifest_digest: str, fs: MergedFS) -> None:
-        """Save ``fs``, merged from every layer of ``manifest_digest``, only after those layers were checked."""
-        path = self._content_path("views", manifest_digest, ".fsv")
+    def _put_encoded(self, kind: str, digest: str, suffix: str, encode: Callable[[], bytes]) -> None:
+        path = self._content_path(kind, digest, suffix)
         if path is not None:
-            self._write(path, encode_view(fs, manifest_digest))
+            self._write(path, encode())
 
     def discard_view(self, manifest_digest: str) -> None:
         """Drop a view its caller found inconsistent with the manifest (a miss from then on)."""

@@ -42,7 +42,7 @@ class _EngineCollector(Collector):
             if not status.isdigit() or int(status) >= 400:
                 errors.add_metric([host, status], count)
         store = CounterMetricFamily("canrun_image_store", "Image store work: layers fetched or read from cache, "
-                                    "manifests fetched", labels=["event"])
+                                    "merged views read from cache, manifests fetched", labels=["event"])
         for event, count in sorted(self._store_stats().items()):
             store.add_metric([event], count)
         yield requests
