@@ -98,6 +98,21 @@ class _Corrupt(Exception):
     pass
 
 
+def _sections(payload: bytes, count: int) -> list[bytes]:
+    sections: list[bytes] = []
+    pos = 0
+    for _ in range(count):
+        (length,) = _SECTION.unpack_from(payload, pos)
+        pos += _SECTION.size
+        if pos + length > len(payload):
+            raise _Corrupt("section")
+        sections.append(payload[pos : pos + length])
+        pos += length
+    if pos != len(payload):
+        raise _Corrupt("trailing data")
+    return sections
+
+
 # --------------------------------------------------------------------------- encoding
 def _exec_to_json(index: int, info: ExecInfo) -> list[object]:
     if isinstance(info, ElfInfo):
@@ -182,17 +197,7 @@ def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
         if magic != FORMAT_MAGIC or version != FORMAT_VERSION:
             raise _Corrupt("format")
         payload = zstandard.ZstdDecompressor().decompress(blob[_PREAMBLE.size :], max_output_size=1 << 30)
-        sections: list[bytes] = []
-        pos = 0
-        for _ in range(5):
-            (length,) = _SECTION.unpack_from(payload, pos)
-            pos += _SECTION.size
-            if pos + length > len(payload):
-                raise _Corrupt("section")
-            sections.append(payload[pos : pos + length])
-            pos += length
-        if pos != len(payload):
-            raise _Corrupt("trailing data")
+        sections = _sections(payload, 5)
         meta = json.loads(sections[0])
         count = meta["count"]
         if digest is not None and meta["digest"] != digest:
@@ -239,21 +244,6 @@ def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
 
 
 # --------------------------------------------------------------------------- merged views
-def _sections(payload: bytes, count: int) -> list[bytes]:
-    sections: list[bytes] = []
-    pos = 0
-    for _ in range(count):
-        (length,) = _SECTION.unpack_from(payload, pos)
-        pos += _SECTION.size
-        if pos + length > len(payload):
-            raise _Corrupt("section")
-        sections.append(payload[pos : pos + length])
-        pos += length
-    if pos != len(payload):
-        raise _Corrupt("trailing data")
-    return sections
-
-
 def _split(section: bytes, count: int) -> list[str]:
     items = section.decode("utf-8", "surrogateescape").split("\0") if count else []
     if len(items) != count:
