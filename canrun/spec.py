@@ -92,6 +92,9 @@ class Volume:
     default_mode: int | None = None
     #: ``items`` (or every projected source's items); empty = every key, unknown names.
     items: tuple[VolumeItem, ...] = ()
+    #: A projected source without ``items`` adds every key of its object beside the listed items: a name
+    #: that is not listed may still exist (judged by ``default_mode``, "if the key exists").
+    unlisted_keys: bool = False
     #: The source object (configMap/secret name) for messages.
     source: str | None = None
 

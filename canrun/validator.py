@@ -7,7 +7,8 @@ comes back; nothing here knows about HTTP, YAML or Kubernetes API objects.
 The validator's own job is the part no single check can do: deciding which
 image manifest each node platform would pull, turning "could not read the
 image" into findings (``image-unresolvable``/``image-corrupt``/
-``platform-missing``), stamping every finding with where it came from, folding
+``platform-missing``) plus what the pod spec alone decides (the image-independent
+checks), stamping every finding with where it came from, folding
 the same finding seen on several platforms into one, and honouring
 ``canrun.io/skip`` exemptions.
 """
@@ -18,7 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from canrun.checks import check_container
+from canrun.checks import check_container, check_without_image
 from canrun.checks.context import ExecContext
 from canrun.errors import CanrunError, InvalidReference
 from canrun.findings import Finding, Severity, finding, sort_key
@@ -131,6 +132,7 @@ class Validator:
             if isinstance(result, CanrunError):
                 # one per platform here; fold_platforms makes the same failure one finding naming them all
                 found.append(self._unreadable(result, platform=str(platform), **context))
+                found += self._without_image(workload, container, platform, context)
             elif isinstance(result, BaseException):
                 raise result
             else:
@@ -154,6 +156,12 @@ class Validator:
         results = check_container(ctx)
         results = self._single_platform_verdict(selection, view, node, results)
         return [replace(f, platform=str(node), digest=view.digest, **_missing(f, context)) for f in results]
+
+    def _without_image(self, workload: Workload, container: Container, node: Platform,
+                       context: dict[str, object]) -> list[Finding]:
+        """The verdicts that stand whatever the image holds, for an image that could not be read."""
+        results = check_without_image(container, workload.pod, node, runtime=self.runtime)
+        return [replace(f, platform=str(node), **_missing(f, context)) for f in results]
 
     def _single_platform_verdict(self, selection: Selection, view: ImageView, node: Platform,
                                  results: list[Finding]) -> list[Finding]:

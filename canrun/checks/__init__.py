@@ -5,12 +5,16 @@
 then runc's lookup and the kernel's execve.  A container that cannot be
 created (no command, unknown user) is not judged further, because nothing
 after that point would run.
+
+``check_without_image`` is the fallback when the image cannot be read: only
+the verdicts the pod spec decides alone (``checks/imageless.py``).
 """
 
 from __future__ import annotations
 
 from canrun.checks.context import ExecContext
 from canrun.checks.exec import check_exec
+from canrun.checks.imageless import check_without_image
 from canrun.findings import Finding
 
 
@@ -24,4 +28,4 @@ def check_container(ctx: ExecContext) -> list[Finding]:
     return found + check_exec(ctx)
 
 
-__all__ = ["ExecContext", "check_container"]
+__all__ = ["ExecContext", "check_container", "check_without_image"]

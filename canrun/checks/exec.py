@@ -63,8 +63,8 @@ def _via(res: Resolution) -> str:
 
 
 @dataclass
-class _Judge:
-    """One verdict for one set of credentials."""
+class Judge:
+    """One verdict for one set of credentials (``checks/imageless.py`` reuses it without an image)."""
 
     ctx: ExecContext
     process: Process
@@ -448,13 +448,13 @@ def _errors(findings: list[Finding]) -> list[Finding]:
 
 def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Identity) -> list[Finding]:
     """Findings for exec'ing ``argv0`` as ``identity``, including where the verdict hangs on CAP_DAC_OVERRIDE."""
-    judge = _Judge(ctx, process, identity, identity.creds)
+    judge = Judge(ctx, process, identity, identity.creds)
     judge.run(argv0)
     found = judge.findings
     errors = _errors(found)
     dac = (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
     if identity.uid != 0 and not errors and any(c in identity.creds.caps for c in dac):
-        without = _Judge(ctx, process, identity, identity.creds.without(*dac))
+        without = Judge(ctx, process, identity, identity.creds.without(*dac))
         without.run(argv0)
         denied = [f for f in _errors(without.findings) if f.rule in ("command-not-executable", "command-not-found")]
         if denied:
@@ -472,7 +472,7 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
                 hint=f.hint,
                 evidence={**f.evidence, "hangs_on": "CAP_DAC_OVERRIDE"}))
     elif identity.uid != 0 and errors and CAP_DAC_OVERRIDE not in identity.creds.caps:
-        withcap = _Judge(ctx, process, identity, identity.creds.with_caps(CAP_DAC_OVERRIDE))
+        withcap = Judge(ctx, process, identity, identity.creds.with_caps(CAP_DAC_OVERRIDE))
         withcap.run(argv0)
         if not _errors(withcap.findings):
             reason = ("Docker (cri-dockerd) clears the capabilities of non-root users"

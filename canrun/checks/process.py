@@ -115,6 +115,31 @@ def _lookup(env: dict[str, str | None], name: str) -> str | None:
     return _UNKNOWABLE if value is None else value
 
 
+def pod_command(container: Container) -> str | None:
+    """``command[0]`` as the kubelet expands it, from the pod spec alone; None if it needs anything else.
+
+    None when the container gives no ``command`` (the image ENTRYPOINT would
+    decide), and when a ``$(VAR)`` stays unresolved: a valueFrom variable
+    (unknowable) or one the container env does not define (the judgement
+    without the image stays silent rather than guess).
+    """
+    command = _nonempty(container.command)
+    if command is None:
+        return None
+    cenv = container_env(container)
+    unknown: list[str] = []
+    missing: list[str] = []
+
+    def lookup(name: str) -> str | None:
+        value = _lookup(cenv, name)
+        if value is None:
+            missing.append(name)
+        return value
+
+    argv0 = expand(command[0], lookup, unknown)
+    return None if unknown or missing else argv0
+
+
 def _nonempty(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
     return value if value else None
 

@@ -143,6 +143,22 @@ class Identity:
                 "source": self.source}
 
 
+def explicit_root_conflict(sec: EffectiveSecurity) -> Finding | None:
+    """runAsNonRoot with an explicit ``runAsUser: 0``: refused by the kubelet whatever the image holds.
+
+    The one ``nonroot-conflict`` the pod spec decides alone, so it is also judged
+    when the image cannot be read (``checks/imageless.py``).
+    """
+    if not sec.run_as_non_root or sec.run_as_user != 0:
+        return None
+    return finding(
+        "nonroot-conflict",
+        "runAsNonRoot is true but runAsUser is 0: the kubelet refuses to start the container "
+        "(container's runAsUser breaks non-root policy)",
+        hint="set runAsUser to a non-zero uid, or drop runAsNonRoot",
+        evidence={"run_as_user": 0})
+
+
 def resolve_identity(ctx: ExecContext) -> tuple[Identity | None, list[Finding]]:
     """The identity the container runs as, or None (with a user-not-found finding) if it cannot start."""
     sec = effective_security(ctx.pod, ctx.container)
@@ -151,16 +167,11 @@ def resolve_identity(ctx: ExecContext) -> tuple[Identity | None, list[Finding]]:
     found: list[Finding] = []
 
     # runAsNonRoot is verified by the kubelet before the runtime reads any passwd file.
-    if sec.run_as_non_root:
-        if sec.run_as_user is not None:
-            if sec.run_as_user == 0:
-                found.append(finding(
-                    "nonroot-conflict",
-                    "runAsNonRoot is true but runAsUser is 0: the kubelet refuses to start the container "
-                    "(container's runAsUser breaks non-root policy)",
-                    hint="set runAsUser to a non-zero uid, or drop runAsNonRoot",
-                    evidence={"run_as_user": 0}))
-        elif image_user.name is not None:
+    explicit = explicit_root_conflict(sec)
+    if explicit is not None:
+        found.append(explicit)
+    elif sec.run_as_non_root and sec.run_as_user is None:
+        if image_user.name is not None:
             found.append(finding(
                 "nonroot-conflict",
                 f"runAsNonRoot is true and the image USER is the name {image_user.name!r} with no runAsUser: "

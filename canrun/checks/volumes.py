@@ -79,7 +79,8 @@ class VolumeMount:
                                 volume=self.name)
                 if path.startswith(inner + "/"):
                     return self._dir(rel)
-            return None
+            if not self.volume.unlisted_keys:
+                return None
         if "/" in inner:
             return None  # keys are file names: without items there are no subdirectories
         return Node(self._abs(rel), EntryType.FILE, default & 0o7777, 0, self.fs_group or 0, volume=self.name)

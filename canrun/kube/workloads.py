@@ -433,13 +433,15 @@ class _Reader:
             if key in value and value[key] is not None:
                 body = self.mapping(value[key], f"{where}.{key}", value, [key])
                 default_mode = self.mode(body.get("defaultMode"), f"{where}.{key}.defaultMode", body, ["defaultMode"])
+                unlisted = False
                 if kind is VolumeKind.PROJECTED:
-                    items, source = self.projected_items(body, f"{where}.{key}")
+                    items, source, unlisted = self.projected_items(body, f"{where}.{key}")
                 else:
                     items = self.items(body.get("items"), f"{where}.{key}.items", body)
                     source = self.text(body.get("secretName") if kind is VolumeKind.SECRET else body.get("name"),
                                        f"{where}.{key}.name", body) or None
-                return Volume(name=name, kind=kind, default_mode=default_mode, items=items, source=source)
+                return Volume(name=name, kind=kind, default_mode=default_mode, items=items, source=source,
+                              unlisted_keys=unlisted)
         for key, kind in (("emptyDir", VolumeKind.EMPTY_DIR), ("hostPath", VolumeKind.HOST_PATH),
                           ("persistentVolumeClaim", VolumeKind.PVC), ("image", VolumeKind.IMAGE)):
             if key in value:
@@ -463,10 +465,13 @@ class _Reader:
             out.append(VolumeItem(path=path, mode=self.mode(entry.get("mode"), f"{iwhere}.mode", entry, ["mode"])))
         return tuple(out)
 
-    def projected_items(self, body: Mapping[str, Any], where: str) -> tuple[tuple[VolumeItem, ...], str | None]:
+    def projected_items(self, body: Mapping[str, Any],
+                        where: str) -> tuple[tuple[VolumeItem, ...], str | None, bool]:
+        """The listed items of every source, the sources' names, and whether a source adds unlisted keys."""
         sources = self.sequence(body.get("sources"), f"{where}.sources", body, ["sources"])
         items: list[VolumeItem] = []
         names: list[str] = []
+        unlisted = False
         for i, src in enumerate(sources):
             swhere = f"{where}.sources[{i}]"
             if not isinstance(src, Mapping):
@@ -479,10 +484,13 @@ class _Reader:
                     if path:
                         items.append(VolumeItem(path=path))
                     continue
-                items.extend(self.items(sub.get("items"), f"{swhere}.{key}.items", sub))
+                listed = self.items(sub.get("items"), f"{swhere}.{key}.items", sub)
+                items.extend(listed)
+                if key in ("configMap", "secret") and not listed:
+                    unlisted = True  # every key of the object, names canrun cannot know
                 if key in ("configMap", "secret") and sub.get("name"):
                     names.append(f"{key} {sub.get('name')}")
-        return tuple(items), (", ".join(names) or None)
+        return tuple(items), (", ".join(names) or None), unlisted
 
     def node_terms(self, spec: Mapping[str, Any], where: str) -> tuple[tuple[NodeSelectorRequirement, ...], ...]:
         affinity = self.mapping(spec.get("affinity"), f"{where}.affinity", spec, ["affinity"])

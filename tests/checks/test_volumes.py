@@ -109,3 +109,32 @@ def test_kubelet_file_mounts_replace_image_files() -> None:
     fs = merged(base_layer(f("/etc/hosts", 0o755)))
     found = run(fs, container(["/etc/hosts"]))
     assert rules(found) == ["command-not-executable"] and "/etc/hosts the kubelet mounts" in found[0].message
+
+
+def test_projected_source_without_items_adds_keys_canrun_cannot_list() -> None:
+    """A projected volume of a listed configMap key plus a whole secret: an unlisted name may be a secret key."""
+    listed = (VolumeItem("token", 0o644),)
+    partial = Volume("scripts", VolumeKind.PROJECTED, default_mode=0o755, items=listed, source="app-scripts",
+                     unlisted_keys=True)
+    assert rules(run(FS, mounted(["/scripts/run.sh"]), volumes=(partial,))) == ["not-verified"]
+    closed = Volume("scripts", VolumeKind.PROJECTED, default_mode=0o755, items=listed, source="app-scripts")
+    assert rules(run(FS, mounted(["/scripts/run.sh"]), volumes=(closed,))) == ["command-not-found"]
+    quiet = Volume("scripts", VolumeKind.PROJECTED, default_mode=0o644, items=listed, unlisted_keys=True)
+    assert rules(run(FS, mounted(["/scripts/run.sh"]), volumes=(quiet,))) == ["command-not-executable"]
+
+
+def test_projected_volume_from_yaml_knows_when_keys_are_unlisted() -> None:
+    from canrun.kube.workloads import workload_from_object
+
+    def pod(sources):
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "c", "image": "x"}],
+            "volumes": [{"name": "v", "projected": {"sources": sources}}]}}
+
+    token = {"serviceAccountToken": {"path": "token"}}
+    listed = {"configMap": {"name": "a", "items": [{"key": "k", "path": "run.sh", "mode": 0o755}]}}
+    whole = {"secret": {"name": "b"}}
+    [vol] = workload_from_object(pod([token, listed])).pod.volumes
+    assert not vol.unlisted_keys and [i.path for i in vol.items] == ["token", "run.sh"]
+    [vol] = workload_from_object(pod([token, listed, whole])).pod.volumes
+    assert vol.unlisted_keys

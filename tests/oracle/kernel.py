@@ -24,7 +24,15 @@ _libc.ptrace.restype = ctypes.c_long
 PTRACE_TRACEME = 0
 PR_SET_KEEPCAPS = 8
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
-CAP_BITS = {"DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "SETGID": 6, "SETUID": 7}
+#: Linux capability numbers (linux/capability.h), by the names canrun uses (no CAP_ prefix).
+CAP_BITS = {name: bit for bit, name in enumerate((
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+))}
 
 NOT_FOUND_IN_PATH = -1
 
@@ -37,14 +45,28 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def _capset(caps: frozenset[str]) -> None:
+def _permitted() -> int:
+    """This process's permitted set: capset cannot raise beyond it (a CI container may lack some).
+
+    Read before the chroot, where there is no /proc.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def _capset(caps: frozenset[str], permitted: int) -> None:
     mask = 0
     for name in caps:
         if name in CAP_BITS:
             mask |= 1 << CAP_BITS[name]
+    mask &= permitted
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    data[0].effective = data[0].permitted = mask
+    data[0].effective = data[0].permitted = mask & 0xFFFFFFFF
+    data[1].effective = data[1].permitted = mask >> 32
     if _libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset")
 
@@ -80,6 +102,7 @@ def kernel_exec(root: str, command: str, *, uid: int, gid: int, groups: tuple[in
                 cwd: str = "/", path_var: str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
                 ) -> KernelResult:
     """What execve says about ``command`` inside ``root`` for these credentials."""
+    permitted = _permitted()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never returns
@@ -93,7 +116,7 @@ def kernel_exec(root: str, command: str, *, uid: int, gid: int, groups: tuple[in
             if _libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl")
             os.setuid(uid)
-            _capset(caps)
+            _capset(caps, permitted)
             target = command
             if "/" not in command:
                 found = _lookpath(command, path_var)

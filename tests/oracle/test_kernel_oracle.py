@@ -145,6 +145,7 @@ class Case:
     uid: int = 0
     gid: int | None = None
     drop: tuple[str, ...] = ()
+    add: tuple[str, ...] = ()
     runtime: str = "containerd"
     supplemental: tuple[int, ...] = ()
     cwd: str = "/"
@@ -166,6 +167,8 @@ CASES = [
     Case("/app/dir", "command-not-executable"),
     Case("/app/noexec", "command-not-executable"),
     Case("/app/noexec", "command-not-executable", uid=1000),
+    # no x bit at all: EACCES even for root with every capability (canrun judges this without the image)
+    Case("/app/noexec", "command-not-executable", add=("ALL",)),
     Case("/app/root700", None),
     Case("/app/root700", None, uid=1000, warning=True),
     Case("/app/root700", "command-not-executable", uid=1000, runtime="docker"),
@@ -216,6 +219,8 @@ def _id(case: Case) -> str:
     extra = [f"uid{case.uid}"]
     if case.drop:
         extra.append("drop-" + "-".join(case.drop))
+    if case.add:
+        extra.append("add-" + "-".join(case.add))
     if case.runtime != "containerd":
         extra.append(case.runtime)
     if case.supplemental:
@@ -226,7 +231,8 @@ def _id(case: Case) -> str:
 
 
 def _verdict(fs: MergedFS, case: Case) -> tuple[list[Finding], object]:
-    sc = SecurityContext(run_as_user=case.uid, run_as_group=case.gid, capabilities_drop=case.drop)
+    sc = SecurityContext(run_as_user=case.uid, run_as_group=case.gid, capabilities_add=case.add,
+                         capabilities_drop=case.drop)
     container = Container(name="c", image="oracle", command=(case.command,), security_context=sc,
                           working_dir=case.cwd)
     pod = PodSpec(containers=(container,), security_context=SecurityContext(supplemental_groups=case.supplemental))
