@@ -113,6 +113,20 @@ def _sections(payload: bytes, count: int) -> list[bytes]:
     return sections
 
 
+def _kept_files(names_and_sizes: list[list[object]], data: bytes) -> dict[str, bytes]:
+    """The kept files (``/etc/passwd`` …), stored back to back in one section."""
+    files: dict[str, bytes] = {}
+    offset = 0
+    for name, size in names_and_sizes:
+        if not isinstance(size, int):
+            raise _Corrupt("file size")
+        files[str(name)] = data[offset : offset + size]
+        offset += size
+    if offset != len(data):
+        raise _Corrupt("files")
+    return files
+
+
 # --------------------------------------------------------------------------- encoding
 def _exec_to_json(index: int, info: ExecInfo) -> list[object]:
     if isinstance(info, ElfInfo):
@@ -218,14 +232,7 @@ def _decode_index(blob: bytes, digest: str | None) -> LayerIndex:
         for i, (path, (code, flags, mode, uid, gid, size)) in enumerate(zip(paths, _RECORD.iter_unpack(sections[1]))):
             link = next(link_iter) if flags & _HAS_LINK else None
             append(new(path, types[code], mode, uid, gid, size, link, get_exec(i)))
-        files: dict[str, bytes] = {}
-        data = sections[4]
-        offset = 0
-        for name, size in meta["files"]:
-            files[str(name)] = data[offset : offset + size]
-            offset += size
-        if offset != len(data):
-            raise _Corrupt("files")
+        files = _kept_files(meta["files"], sections[4])
         size = meta.get("size", -1)
         return LayerIndex(digest=str(meta["digest"]), entries=entries, files=files,
                           size=size if isinstance(size, int) else -1)
@@ -331,14 +338,7 @@ def decode_view(blob: bytes, digest: str | None = None) -> FrozenMergedFS:
         links = _split(sections[3], meta["links"])
         hardlinks = _split(sections[4], meta["hardlinks"])
         exec_json = sections[5]
-        files: dict[str, bytes] = {}
-        data = sections[6]
-        offset = 0
-        for name, size in meta["files"]:
-            files[str(name)] = data[offset : offset + size]
-            offset += size
-        if offset != len(data):
-            raise _Corrupt("files")
+        files = _kept_files(meta["files"], sections[6])
         removed_count = meta["removed"]
         removed_paths = _split(sections[7], removed_count)
         removed = dict(zip(removed_paths, struct.unpack(f"<{removed_count}i", sections[8])))
