@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,12 +167,28 @@ async def _inspect(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> 
     return EXIT_OK
 
 
+def _one_shot_gc() -> None:
+    """Let a one-shot command's cyclic GC skip what cannot be garbage.
+
+    A check builds a few hundred thousand acyclic objects (layer entries, merged
+    filesystem nodes) that generational collections would traverse again and
+    again: freeze what the imports made and collect the young generation
+    rarely.  Measured on the 68k-file benchmark image: about 3% of a cold check.
+    The long-running webhook keeps the default policy.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    one_shot_process = argv is None  # the command line itself, not a caller embedding canrun
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = build_parser(_command_in(argv)).parse_args(argv)
+        if one_shot_process and args.command != "serve":
+            _one_shot_gc()
         handler = {"check": _check, "inspect": _inspect, "audit": _audit, "serve": _serve,
                    "certs": _certs}[args.command]
         return asyncio.run(handler(args, stdout, stderr))

@@ -37,6 +37,7 @@ can show how a path was reached and the checks can say why it was not.
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,10 +242,18 @@ class MergedFS:
     # ------------------------------------------------------------------ building
     @classmethod
     def from_layers(cls, layers: Sequence[LayerIndex]) -> MergedFS:
-        fs = cls()
-        for number, layer in enumerate(layers):
-            fs.apply(layer, number)
-        return fs
+        """Merge bottom-up, with the cyclic GC paused: the nodes hold no cycles, and collections over tens of
+        thousands of new objects cost a fifth of the merge (measured on the 68k-file benchmark image)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            fs = cls()
+            for number, layer in enumerate(layers):
+                fs.apply(layer, number)
+            return fs
+        finally:
+            if enabled:
+                gc.enable()
 
     def apply(self, layer: LayerIndex, number: int | None = None) -> None:
         """Apply one layer on top of the current state (``number``: its 0-based position)."""
