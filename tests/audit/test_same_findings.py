@@ -23,21 +23,11 @@ from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
 from canrun.webhook.service import AdmissionService, static_pool
 from tests.audit.conftest import deployment_chain, node
+from tests.support.admission import review
 from tests.support.images import Catalogue
 from tests.support.kubeapi import KubeAPIStandIn
 
 pytestmark = pytest.mark.registry
-
-
-def _review(obj: dict[str, Any]) -> dict[str, Any]:
-    group, _, version = obj["apiVersion"].rpartition("/")
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "7d1c5b0e-0000-4000-8000-000000000001",
-        "kind": {"group": group, "version": version, "kind": obj["kind"]},
-        "resource": {"group": group, "version": version, "resource": obj["kind"].lower() + "s"},
-        "requestKind": {"group": group, "version": version, "kind": obj["kind"]},
-        "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "operation": "CREATE",
-        "userInfo": {"username": "tester"}, "object": obj, "oldObject": None, "dryRun": False}}
 
 
 def _key(rule: str, severity: str, container: str | None, platform: str | None, message: str) -> tuple:
@@ -66,7 +56,7 @@ def test_webhook_audit_mode_and_canrun_audit_agree(images: tuple[str, str], cata
                                        settings=WebhookSettings(default_mode="audit", deadline=30, events=False,
                                                                 warm_interval=0))
             try:
-                response = await service.review(_review(deployment))
+                response = await service.review(review(deployment))
             finally:
                 await service.aclose()
         assert run.platforms_source == "nodes" and sorted(map(str, run.platforms)) == ["linux/amd64", "linux/arm64"]

@@ -24,6 +24,7 @@ from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
 from canrun.webhook.service import AdmissionService, static_pool
 from tests.ci.cli_support import check
+from tests.support.admission import review
 from tests.support.images import Catalogue
 
 pytestmark = pytest.mark.registry
@@ -155,16 +156,6 @@ def test_junit_and_github_from_real_verdicts(manifest: Path, catalogue: Catalogu
     assert not re.search(rf"line={LINES['proxy']},", r.out)
 
 
-def _review(obj: dict[str, Any]) -> dict[str, Any]:
-    group, _, version = obj["apiVersion"].rpartition("/")
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "00000000-0000-4000-8000-000000000004",
-        "kind": {"group": group, "version": version, "kind": obj["kind"]},
-        "resource": {"group": group, "version": version, "resource": obj["kind"].lower() + "s"},
-        "name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "operation": "CREATE",
-        "userInfo": {"username": "ci"}, "object": obj, "oldObject": None, "dryRun": False}}
-
-
 def test_exemptions_are_those_the_webhook_makes(manifest: Path, catalogue: Catalogue,
                                                 local_registry: Any) -> None:
     r = check(*_args(catalogue, "--format", "json"))
@@ -191,7 +182,7 @@ def test_exemptions_are_those_the_webhook_makes(manifest: Path, catalogue: Catal
                                                                 warm_interval=0))
             try:
                 for obj in objects:
-                    answer = (await service.review(_review(obj)))["response"]
+                    answer = (await service.review(review(obj)))["response"]
                     notes = answer.get("auditAnnotations") or {}
                     name = obj["metadata"]["name"]
                     hook_shown |= {(name, i["container"], i["rule"]) for i in json.loads(notes.get("findings", "[]"))}

@@ -44,6 +44,7 @@ from canrun.webhook.logs import JsonFormatter
 from canrun.webhook.metrics import Metrics
 from canrun.webhook.server import ReloadingTLS, ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
+from tests.support.admission import review  # noqa: F401 (the security tests import it from here)
 from tests.support.images import Catalogue
 from tests.support.registry import RunningRegistry, start_registry
 from tests.support.tls import CertAuthority, make_ca
@@ -396,16 +397,6 @@ def pod(images: list[str], *, namespace: str = "tenant", name: str = "web",
         spec["serviceAccountName"] = service_account
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
                                                            "uid": str(uuid.uuid4())}, "spec": spec}
-
-
-def review(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"},
-        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-        "name": meta["name"], "namespace": meta["namespace"], "operation": "CREATE",
-        "userInfo": {"username": "tenant-user"}, "object": obj, "oldObject": None, "dryRun": False}}
 
 
 @pytest.fixture(autouse=True)

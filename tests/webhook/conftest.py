@@ -30,6 +30,7 @@ from canrun.webhook.app import create_app
 from canrun.webhook.metrics import Metrics
 from canrun.webhook.server import ReloadingTLS, ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
+from tests.support.admission import review  # noqa: F401 (the webhook tests import it from here)
 from tests.support.registry import RunningRegistry
 from tests.webhook.tlsutil import CA, issue, make_ca
 
@@ -256,25 +257,3 @@ def cronjob(containers: list[dict[str, Any]], *, name: str = "nightly", namespac
                 "restartPolicy": "OnFailure", "containers": containers}}}}}}
 
 
-_GVR = {"Pod": ("", "v1", "pods"), "Deployment": ("apps", "v1", "deployments"),
-        "CronJob": ("batch", "v1", "cronjobs")}
-
-
-def review(obj: dict[str, Any] | None, *, operation: str = "CREATE", old: dict[str, Any] | None = None,
-           sub: str | None = None, dry_run: bool = False, kind: str | None = None,
-           namespace: str | None = None) -> dict[str, Any]:
-    kind = kind or (obj or old or {}).get("kind", "Pod")
-    group, version, resource = _GVR[kind]
-    meta = (obj or old or {}).get("metadata", {})
-    request: dict[str, Any] = {
-        "uid": str(uuid.uuid4()), "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": resource},
-        "requestKind": {"group": group, "version": version, "kind": kind},
-        "name": meta.get("name", ""), "namespace": namespace or meta.get("namespace", "default"),
-        "operation": operation, "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters"]},
-        "object": obj, "oldObject": old, "dryRun": dry_run,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": f"{operation.title()}Options"},
-    }
-    if sub:
-        request["subResource"] = sub
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
