@@ -10,7 +10,8 @@ webhook, the audit run — turns any failure into one clear user message with
     ├── ManifestError            a Kubernetes manifest canrun cannot read
     ├── InvalidReference         an image reference that does not parse
     ├── RegistryError            anything between canrun and a registry
-    │   ├── RegistryUnreachable  DNS, connect, TLS, timeout, refused by the SSRF guard
+    │   ├── RegistryUnreachable  DNS, connect, TLS, timeout
+    │   │   └── RegistryRefused  a host the SSRF guard will not contact (loopback, metadata, cluster ranges)
     │   ├── RegistryAuthError    401/403 after trying the credentials we have
     │   ├── ImageNotFound        404 on the manifest (tag or digest unknown)
     │   ├── RegistryHTTPError    any other unexpected status, after retries
@@ -67,6 +68,10 @@ class RegistryError(CanrunError):
 
 class RegistryUnreachable(RegistryError):
     """No usable answer: DNS, connect, TLS, timeout, or a host the SSRF guard refuses."""
+
+
+class RegistryRefused(RegistryUnreachable):
+    """The SSRF guard refused the host: allowing it (``--allow-registry-host``) is the remedy, not a retry."""
 
 
 class RegistryAuthError(RegistryError):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from canrun.checks import check_container, check_without_image
 from canrun.checks.context import ExecContext
-from canrun.errors import CanrunError, InvalidReference
+from canrun.errors import CanrunError, InvalidReference, RegistryError, RegistryRefused
 from canrun.findings import Finding, Severity, finding, sort_key
 from canrun.image.store import ImageStore, ImageView, Selection
 from canrun.kube.scheduling import NodePool, platforms_for
@@ -189,7 +189,14 @@ class Validator:
     def _unreadable(self, exc: CanrunError, **context: object) -> Finding:
         rule = exc.rule
         severity = Severity.ERROR if (self.strict or rule == "image-corrupt") else None
-        return finding(rule, str(exc), severity=severity, **context)  # type: ignore[arg-type]
+        evidence: dict[str, object] = {}
+        if isinstance(exc, RegistryError) and exc.host:
+            evidence["registry"] = exc.host
+            if exc.status is not None:
+                evidence["status"] = exc.status
+        if isinstance(exc, RegistryRefused):
+            evidence["refused_by"] = "ssrf-guard"
+        return finding(rule, str(exc), severity=severity, evidence=evidence, **context)  # type: ignore[arg-type]
 
 
 def _missing(f: Finding, context: dict[str, object]) -> dict[str, object]:

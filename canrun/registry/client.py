@@ -52,7 +52,8 @@ import httpcore
 import httpx
 
 from canrun.errors import (CanrunError, ImageCorrupt, ImageNotFound, InvalidReference, LimitExceeded, RegistryAuthError,
-                           RegistryError, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest, UsageError)
+                           RegistryError, RegistryHTTPError, RegistryRefused, RegistryUnreachable, UnsupportedManifest,
+                           UsageError)
 from canrun.registry.auth import (Challenge, Credential, Keychain, current_keychain, default_docker_config,
                                   parse_challenges)
 from canrun.registry.base import Descriptor
@@ -72,7 +73,7 @@ MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit too
 SOCKET_READ_BYTES = 256 << 10
 if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", SOCKET_READ_BYTES) < SOCKET_READ_BYTES:
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = SOCKET_READ_BYTES  # type: ignore[attr-defined]
-#: Bytes a layer stream is handed on in (network reads are ~64 KiB; see RegistryClient._verified_chunks).
+#: Bytes a layer stream is handed on in (network reads are up to SOCKET_READ_BYTES; see _verified_chunks).
 STREAM_PIECE = 1 << 20
 MIN_TOKEN_LIFETIME = 60.0  # the token spec's default when expires_in is absent or smaller
 TOKEN_MARGIN = 10.0
@@ -392,8 +393,8 @@ class RegistryClient:
                                size: int | None) -> AsyncGenerator[bytes, None]:
         """The body in pieces of about ``STREAM_PIECE`` bytes, hashed off the event loop as they pass.
 
-        The network gives ~64 KiB reads; handing each one to a layer worker and
-        hashing it on the loop cost a cold check of a 600 MB image over a second
+        The network gives reads of up to ``SOCKET_READ_BYTES`` (64 KiB before it was
+        raised); handing each one to a layer worker and hashing it on the loop cost a cold check of a 600 MB image over a second
         of event-loop time (measured with py-spy).  Pieces of 1 MiB cut the
         hand-offs sixteenfold, and each piece is hashed in a thread (hashlib
         releases the GIL) while the next one is read: in order, one at a time.
@@ -472,7 +473,7 @@ class RegistryClient:
         if self._guard is not None:
             try:
                 await self._guard.check(name)
-            except RegistryUnreachable:
+            except RegistryRefused:
                 self.stats.record(name, "ssrf")
                 raise
         host = self._hosts.get(name)
@@ -560,7 +561,7 @@ class RegistryClient:
             if self._guard is not None:
                 try:
                     await self._guard.check(_hostport(target))
-                except RegistryUnreachable:
+                except RegistryRefused:
                     self.stats.record(_hostport(target), "ssrf")
                     raise
             if _origin(target) != origin:

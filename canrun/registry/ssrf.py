@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from canrun.errors import RegistryUnreachable, UsageError
+from canrun.errors import RegistryRefused, RegistryUnreachable, UsageError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -91,7 +91,8 @@ class SsrfGuard:
         return host.lower() in self.exempt or name in self.exempt
 
     async def check(self, host: str) -> None:
-        """Raise RegistryUnreachable if ``host`` (``name[:port]``) resolves into a refused range."""
+        """Raise RegistryRefused if ``host`` (``name[:port]``) resolves into a refused range (RegistryUnreachable
+        if it does not resolve at all)."""
         if self.is_exempt(host):
             return
         now = time.monotonic()
@@ -102,7 +103,7 @@ class SsrfGuard:
             reason = await self._reason(host)
             self._cache[host] = (now + CACHE_SECONDS, reason)
         if reason is not None:
-            raise RegistryUnreachable(
+            raise RegistryRefused(
                 f"refusing to contact {host}: it resolves to {reason} (SSRF guard); if this registry is "
                 f"legitimate, add it to the allowed registry hosts (canrun serve --allow-registry-host {host})",
                 host=host)

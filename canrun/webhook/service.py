@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -50,7 +49,6 @@ from canrun.kube.admission import (
     build_response,
     new_ephemeral_containers,
     parse_review,
-    relevant_change,
     shorten,
     verdict_view,
 )
@@ -149,7 +147,7 @@ class AdmissionService:
         self.metrics = metrics or Metrics()
         self._verdicts: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
         self._answers: OrderedDict[tuple[Any, ...], _Answered] = OrderedDict()
-        self._metric_children: dict[tuple[str, ...], Any] = {}
+        self._metric_children: dict[tuple[Any, ...], Any] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Task[Report]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._warmed: set[str] = set()
@@ -233,8 +231,8 @@ class AdmissionService:
         return dict(build_response(req.uid, outcome.decision))
 
     def _record(self, req: Request, outcome: Outcome, elapsed: float) -> None:
-        self._children(("requests", req.kind or "-", req.operation, outcome.mode, outcome.verdict)).inc()
-        self._children(("latency", outcome.mode)).observe(elapsed)
+        self._child(self.metrics.requests, req.kind or "-", req.operation, outcome.mode, outcome.verdict).inc()
+        self._child(self.metrics.latency, outcome.mode).observe(elapsed)
         fields: dict[str, Any] = {
             "uid": req.uid, "kind": req.kind, "namespace": req.namespace, "name": req.display_name.split("/")[-1],
             "operation": req.operation, "mode": outcome.mode, "verdict": outcome.verdict,
@@ -250,12 +248,12 @@ class AdmissionService:
             fields["cached"] = outcome.cached
         decisions_log.info("admission %s", outcome.verdict, extra={"fields": fields})
 
-    def _children(self, key: tuple[str, ...]) -> Any:
+    def _child(self, metric: Any, *labels: str) -> Any:
         """A labelled metric's child, bound once (``labels()`` locks and builds tuples on every call)."""
+        key = (id(metric), *labels)
         child = self._metric_children.get(key)
         if child is None:
-            metric = self.metrics.requests if key[0] == "requests" else self.metrics.latency
-            child = self._metric_children[key] = metric.labels(*key[1:])
+            child = self._metric_children[key] = metric.labels(*labels)
         return child
 
     async def _decide(self, req: Request, started: float) -> Outcome:
@@ -268,13 +266,14 @@ class AdmissionService:
         mode = await self.mode_for(req.namespace)
         if mode == "off":
             return _skip("mode off", mode)
-        if req.operation == "UPDATE" and not req.sub_resource and \
-                not relevant_change(req.kind, req.old_object, req.object):
+        view = verdict_view(req.kind, req.object)  # what a verdict depends on, read once
+        if req.operation == "UPDATE" and not req.sub_resource and req.old_object is not None and \
+                verdict_view(req.kind, req.old_object) == view:
             return _skip("no relevant change", mode)
         pool = self.pool()
         answer_key = None
         if pool is not None and not req.sub_resource:
-            answer_key = self._answer_key(req, mode, pool)
+            answer_key = self._answer_key(req, mode, pool, view)
             recalled = self._recall(answer_key, pool)
             if recalled is not None:
                 outcome, report = recalled
@@ -319,7 +318,7 @@ class AdmissionService:
     # -- answers for objects seen before ---------------------------------------------------------
 
     @staticmethod
-    def _answer_key(req: Request, mode: str, pool: NodePool) -> tuple[Any, ...]:
+    def _answer_key(req: Request, mode: str, pool: NodePool, view: Any) -> tuple[Any, ...]:
         """What an answer depends on, read straight off the request object.
 
         A GitOps controller re-applies the same objects all day; turning each into a
@@ -328,14 +327,14 @@ class AdmissionService:
         messages), the mode, the node pool and ``verdict_view`` (the relevant pod spec and
         the exemptions) as written: a reordered but equal object only misses.
         """
-        return (req.kind, req.namespace, req.display_name, mode, id(pool), repr(verdict_view(req.kind, req.object)))
+        return (req.kind, req.namespace, req.display_name, mode, id(pool), repr(view))
 
     def _recall(self, key: tuple[Any, ...], pool: NodePool) -> tuple[Outcome, Report] | None:
         hit = self._answers.get(key)
         if hit is None or hit.pool is not pool or hit.expires <= time.monotonic():
             return None
         self._answers.move_to_end(key)
-        self.metrics.cache.labels("hit").inc()
+        self._child(self.metrics.cache, "hit").inc()
         for counter in hit.counters:
             counter.inc()
         return replace(hit.outcome, cached=True), hit.report
@@ -346,7 +345,7 @@ class AdmissionService:
         verdict = self._verdicts.get(verdict_key)
         if verdict is None:  # not a verdict worth remembering (an unreadable image): ask again next time
             return
-        counters = [self.metrics.findings.labels(f.rule, f.severity.value)
+        counters = [self._child(self.metrics.findings, f.rule, f.severity.value)
                     for f in report.findings if f.severity is not Severity.INFO]
         self._answers[key] = _Answered(verdict.expires, verdict.pool, outcome, report, counters)
         while len(self._answers) > self.settings.verdict_cache_size:
@@ -392,9 +391,9 @@ class AdmissionService:
         hit = self._verdicts.get(key)
         if hit is not None and hit.pool is pool and hit.expires > now:
             self._verdicts.move_to_end(key)
-            self.metrics.cache.labels("hit").inc()
+            self._child(self.metrics.cache, "hit").inc()
             return _restamp(hit.report, workload.resource), True
-        self.metrics.cache.labels("miss").inc()
+        self._child(self.metrics.cache, "miss").inc()
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._validate(workload, pool, namespace), name="canrun-validate")
@@ -464,7 +463,7 @@ class AdmissionService:
         errors = [f for f in shown if f.severity is Severity.ERROR]
         others = [f for f in shown if f.severity is not Severity.ERROR]
         for f in shown:
-            self.metrics.findings.labels(f.rule, f.severity.value).inc()
+            self._child(self.metrics.findings, f.rule, f.severity.value).inc()
         rules = sorted({f.rule for f in shown})
         exempt_value = workload.annotations.get(SKIP_ANNOTATION, "")
         exempted = sorted({f"{f.rule} ({f.container})" if f.container else f.rule for f in report.suppressed})
@@ -615,16 +614,14 @@ def finding_line(f: Finding) -> str:
     return " ".join(f"- {where}: {f.rule}: {f.message} (fix: {f.hint})".split())
 
 
-_SSRF_REFUSAL = re.compile(r"refusing to contact (\S+): .*\(SSRF guard\)")
-
-
 def ssrf_remedies(findings: Sequence[Finding]) -> list[str]:
     """One warning per registry host the SSRF guard refused, saying how to allow it.
 
     The finding's own warning line is cut at 120 characters, before the remedy;
     the person who sees the warning must still learn the one flag that changes it.
     """
-    hosts = dict.fromkeys(m.group(1) for f in findings if (m := _SSRF_REFUSAL.search(f.message)))
+    hosts = dict.fromkeys(str(f.evidence["registry"]) for f in findings
+                          if f.evidence.get("refused_by") == "ssrf-guard" and f.evidence.get("registry"))
     return [shorten(f"canrun: --allow-registry-host {h} lets canrun read this registry (its SSRF guard refused it)")
             for h in hosts]
 

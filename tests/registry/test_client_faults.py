@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from canrun.errors import (ImageCorrupt, ImageNotFound, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest)
+from canrun.errors import (ImageCorrupt, ImageNotFound, RegistryHTTPError, RegistryRefused, RegistryUnreachable,
+                           UnsupportedManifest)
 from canrun.registry.auth import Credential, Keychain
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
@@ -175,7 +176,7 @@ async def test_redirect_loops_are_capped() -> None:
 async def test_ssrf_guard_refuses_loopback_and_metadata_and_allows_listed_hosts() -> None:
     with stub_server(registry_handler()) as srv:
         async with RegistryClient(fast(ssrf_guard=True)) as c:
-            with pytest.raises(RegistryUnreachable, match="loopback address") as info:
+            with pytest.raises(RegistryRefused, match="loopback address") as info:
                 await c.resolve(Reference.parse(f"{srv.host}/app:v1"))
             assert "allowed registry hosts" in str(info.value)
             with pytest.raises(RegistryUnreachable, match="metadata"):
@@ -185,6 +186,11 @@ async def test_ssrf_guard_refuses_loopback_and_metadata_and_allows_listed_hosts(
             with pytest.raises(RegistryUnreachable, match="loopback"):
                 await c.resolve(Reference.parse("localhost:5000/app:v1"))
             assert c.stats.snapshot()[(srv.host, "ssrf")] == 1
+            # a name that does not resolve is unreachable, not refused: no "ssrf" count, no allow-list remedy
+            with pytest.raises(RegistryUnreachable, match="cannot resolve") as info:
+                await c.resolve(Reference.parse("no-such-registry.invalid/app:v1"))
+            assert not isinstance(info.value, RegistryRefused)
+            assert ("no-such-registry.invalid", "ssrf") not in c.stats.snapshot()
         assert srv.requests == []  # refused before any request
         async with RegistryClient(fast(ssrf_guard=True, allow_hosts=frozenset({srv.host}))) as c:
             assert (await c.resolve(Reference.parse(f"{srv.host}/app:v1"))).digest == MANIFEST_DIGEST

@@ -225,3 +225,15 @@ def test_adding_or_removing_an_exemption_is_relevant(where: str) -> None:
     relabeled = copy.deepcopy(exempted)
     relabeled.setdefault("metadata", {}).setdefault("labels", {})["team"] = "b"
     assert not relevant_change("Deployment", exempted, relabeled)
+
+
+def test_ssrf_remedy_comes_from_the_refusal_not_from_the_wording() -> None:
+    from canrun.findings import finding
+    from canrun.webhook.service import ssrf_remedies
+
+    refused = finding("image-unresolvable", "refusing to contact 10.0.0.5:5000: …",
+                      evidence={"registry": "10.0.0.5:5000", "refused_by": "ssrf-guard"})
+    down = finding("image-unresolvable", "cannot connect to 10.0.0.6:5000 (SSRF guard mentioned in passing)",
+                   evidence={"registry": "10.0.0.6:5000"})
+    assert ssrf_remedies([refused, refused, down]) == [
+        "canrun: --allow-registry-host 10.0.0.5:5000 lets canrun read this registry (its SSRF guard refused it)"]
