@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings, open_engine
+from canrun.config import Settings, WebhookSettings
 from canrun.image.limits import Limits
-from canrun.kube.scheduling import NodePool
-from canrun.platform import Platform
-from canrun.webhook.app import create_app
-from canrun.webhook.metrics import Metrics
-from canrun.webhook.server import ReloadingTLS, ServerThread
-from canrun.webhook.service import AdmissionService, static_pool
+from canrun.webhook.server import ServerThread
+from canrun.webhook.service import AdmissionService
 from tests.robustness import cases
 from tests.robustness.hostile import Pusher
 from tests.support.registry import RunningRegistry
+from tests.support.webhook import serve_webhook, stopped_at_exit
 from tests.webhook.tlsutil import issue, make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,33 +156,16 @@ def start_webhook(tmp: Path, *, registries: tuple[str, ...], deadline: float, li
     settings = Settings(insecure_registries=registries, ssrf_guard=True, use_cache=False, timeout=timeout,
                         limits=limits or Limits())
     hook = WebhookSettings(default_mode=mode, deadline=deadline, warm_interval=0.0)
-    holder: dict[str, AdmissionService] = {}
-
-    @asynccontextmanager
-    async def setup() -> AsyncIterator[Any]:
-        async with open_engine(settings) as engine:
-            service = AdmissionService(engine.validator,
-                                       static_pool(NodePool.from_platforms([Platform("linux", "amd64")])),
-                                       settings=hook, metrics=Metrics())
-            holder["service"] = service
-            yield create_app(service)
-
-    thread = ServerThread(ReloadingTLS(cert, key, interval=5), setup).start()
-    client = httpx.Client(base_url=thread.url, verify=ssl.create_default_context(cafile=str(ca_file)),
-                          timeout=deadline + 30)
-    return Webhook(thread, client, holder["service"], deadline)
+    served = serve_webhook(settings, hook, cert=cert, key=key, ca_file=ca_file, client_timeout=deadline + 30)
+    return Webhook(served.thread, served.client, served.service, deadline)
 
 
 @pytest.fixture(scope="module")
 def webhook_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Webhook]]:
-    running: list[Webhook] = []
+    with stopped_at_exit() as running:
+        def make(**kw: Any) -> Webhook:
+            hook = start_webhook(tmp_path_factory.mktemp("webhook"), **kw)
+            running.append(hook)
+            return hook
 
-    def make(**kw: Any) -> Webhook:
-        hook = start_webhook(tmp_path_factory.mktemp("webhook"), **kw)
-        running.append(hook)
-        return hook
-
-    yield make
-    for hook in running:
-        hook.client.close()
-        hook.thread.stop()
+        yield make

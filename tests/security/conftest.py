@@ -22,12 +22,11 @@ import json
 import logging
 import secrets
 import socket
-import ssl
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -36,18 +35,15 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings, open_engine
-from canrun.kube.scheduling import NodePool
-from canrun.platform import Platform
-from canrun.webhook.app import create_app
+from canrun.config import Settings, WebhookSettings
 from canrun.webhook.logs import JsonFormatter
-from canrun.webhook.metrics import Metrics
-from canrun.webhook.server import ReloadingTLS, ServerThread
-from canrun.webhook.service import AdmissionService, PoolSource, static_pool
+from canrun.webhook.server import ServerThread
+from canrun.webhook.service import AdmissionService, PoolSource
 from tests.support.admission import review  # noqa: F401 (the security tests import it from here)
 from tests.support.images import Catalogue
 from tests.support.registry import RunningRegistry, start_registry
 from tests.support.tls import CertAuthority, make_ca
+from tests.support.webhook import AMD64_ONLY, serve_webhook, stopped_at_exit
 from tests.support.tokenauth import TokenService, start_htpasswd_registry, start_token_registry, token_service
 from tests.webhook.tlsutil import issue
 from tests.webhook.tlsutil import make_ca as make_webhook_ca
@@ -349,7 +345,6 @@ class Hook:
 
 @pytest.fixture
 def start_hook(tmp_path: Path) -> Iterator[Callable[..., Hook]]:
-    running: list[Hook] = []
     ca = make_webhook_ca()
     ca_file = ca.write(tmp_path / "webhook-ca.pem")
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
@@ -362,30 +357,14 @@ def start_hook(tmp_path: Path) -> Iterator[Callable[..., Hook]]:
                             blocked_networks=blocked, docker_config=docker_config,
                             cache_dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", timeout=5)
         webhook = WebhookSettings(default_mode=mode, deadline=deadline, warm_interval=0.0)
-        holder: dict[str, Any] = {}
-        static = static_pool(NodePool.from_platforms([Platform("linux", "amd64")]))
-
-        @asynccontextmanager
-        async def setup() -> AsyncIterator[Any]:
-            async with open_engine(settings) as engine:
-                metrics = Metrics()
-                metrics.watch_engine(lambda: engine.client.stats, lambda: engine.store.stats)
-                service = AdmissionService(engine.validator, pool or static, settings=webhook, cluster=cluster,
-                                           metrics=metrics)
-                holder.update(service=service, engine=engine)
-                yield create_app(service)
-
-        thread = ServerThread(ReloadingTLS(cert, key, interval=5), setup).start()
-        client = httpx.Client(base_url=thread.url, verify=ssl.create_default_context(cafile=str(ca_file)),
-                              timeout=60)
-        hook = Hook(thread, client, holder["service"], holder["engine"])
+        served = serve_webhook(settings, webhook, cert=cert, key=key, ca_file=ca_file, pool=pool or AMD64_ONLY,
+                               cluster=cluster, client_timeout=60)
+        hook = Hook(served.thread, served.client, served.service, served.engine)
         running.append(hook)
         return hook
 
-    yield start
-    for hook in running:
-        hook.client.close()
-        hook.thread.stop()
+    with stopped_at_exit() as running:
+        yield start
 
 
 def pod(images: list[str], *, namespace: str = "tenant", name: str = "web",

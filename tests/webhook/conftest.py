@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import ssl
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings, open_engine
+from canrun.config import Settings, WebhookSettings
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
-from canrun.webhook.app import create_app
-from canrun.webhook.metrics import Metrics
-from canrun.webhook.server import ReloadingTLS, ServerThread
+from canrun.webhook.server import ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
 from tests.support.admission import review  # noqa: F401 (the webhook tests import it from here)
 from tests.support.registry import RunningRegistry
+from tests.support.webhook import serve_webhook, stopped_at_exit
 from tests.webhook.tlsutil import CA, issue, make_ca
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
@@ -187,8 +184,6 @@ StartWebhook = Callable[..., Webhook]
 
 @pytest.fixture
 def start_webhook(tls_dir: TLSFiles, tmp_path: Path) -> Iterator[StartWebhook]:
-    running: list[Webhook] = []
-
     def start(*, registries: tuple[str, ...] = (), mode: str = "enforce", deadline: float = 5.0,
               strict: bool = False, platforms: tuple[str, ...] = ("linux/amd64",), cluster: Any = None,
               pool: PoolSource | None = None, allow_hosts: tuple[str, ...] = (), warm_interval: float = 0.0,
@@ -199,32 +194,15 @@ def start_webhook(tls_dir: TLSFiles, tmp_path: Path) -> Iterator[StartWebhook]:
                             cache_dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", use_cache=use_cache, timeout=10)
         webhook = WebhookSettings(default_mode=mode, deadline=deadline, strict=strict, warm_interval=warm_interval,
                                   verdict_ttl=verdict_ttl)
-        holder: dict[str, AdmissionService] = {}
         static = static_pool(NodePool.from_platforms([Platform.parse(p) for p in platforms]))
-
-        @asynccontextmanager
-        async def setup() -> AsyncIterator[Any]:
-            async with open_engine(settings) as engine:
-                metrics = Metrics()
-                metrics.watch_engine(lambda: getattr(engine.client, "stats", {}), lambda: engine.store.stats)
-                service = AdmissionService(engine.validator, pool or static, settings=webhook, cluster=cluster,
-                                           metrics=metrics)
-                holder["service"] = service
-                app = create_app(service)
-                yield app
-
-        tls = ReloadingTLS(tls_dir.cert, tls_dir.key, interval=0.2)
-        thread = ServerThread(tls, setup).start()
-        client = httpx.Client(base_url=thread.url, verify=ssl.create_default_context(cafile=str(tls_dir.ca_file)),
-                              timeout=30)
-        hook = Webhook(thread, client, tls_dir, holder["service"])
+        served = serve_webhook(settings, webhook, cert=tls_dir.cert, key=tls_dir.key, ca_file=tls_dir.ca_file,
+                               pool=pool or static, cluster=cluster, reload_interval=0.2)
+        hook = Webhook(served.thread, served.client, tls_dir, served.service)
         running.append(hook)
         return hook
 
-    yield start
-    for hook in running:
-        hook.client.close()
-        hook.thread.stop()
+    with stopped_at_exit() as running:
+        yield start
 
 
 # -- AdmissionReview bodies --------------------------------------------------------------------------------
