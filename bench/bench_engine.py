@@ -14,7 +14,6 @@ Run: ``make bench`` (all benchmarks) or ``.venv/bin/python bench/bench_engine.py
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import statistics
 import subprocess

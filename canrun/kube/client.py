@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 import urllib3
@@ -615,7 +615,7 @@ class _ListWatch:
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
-    def start(self) -> Any:
+    def start(self) -> Self:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
@@ -739,10 +739,6 @@ class NodeWatcher(_ListWatch):
     def nodes(self) -> list[NodeInfo]:
         return sorted(self._nodes.values(), key=lambda n: n.name)
 
-    def start(self) -> NodeWatcher:
-        super().start()
-        return self
-
     def _publish(self) -> None:
         self._pool = NodePool.from_nodes(self.nodes)
         self.generation += 1
@@ -807,10 +803,6 @@ class PodWatcher(_ListWatch):
             item.setdefault("kind", "Pod")
         self._hand_over(items)
         return rv
-
-    def start(self) -> PodWatcher:
-        super().start()
-        return self
 
     def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind == "ADDED":

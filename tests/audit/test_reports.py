@@ -13,7 +13,7 @@ import yaml
 
 from canrun.audit import document, html, markdown, policyreport
 from canrun.audit.model import AuditRun, Inventory, InventoryItem, ObjectRef
-from canrun.findings import Severity, finding
+from canrun.findings import finding
 from canrun.platform import Platform
 from canrun.spec import Container, PodSpec, Resource, Workload
 from canrun.validator import Report
