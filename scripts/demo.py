@@ -139,7 +139,7 @@ def main() -> int:
             fine = sorted(set(_workloads(manifests)) - flagged)
             if fine:
                 say("would start everywhere: " + ", ".join(f"{k} {ns}/{n}" for k, ns, n in fine))
-            say(f"the same check again, from the cache (layer indexes by digest): {elapsed:.1f} s "
+            say(f"the same check again, from the cache (merged views and layer indexes by digest): {elapsed:.1f} s "
                 "for the whole process, with --format json")
         say("exit status: 0 nothing would fail, 1 something would fail (above), 2 input canrun could not read.")
         return 0 if code in (0, 1) else code

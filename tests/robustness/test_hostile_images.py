@@ -125,3 +125,25 @@ def test_webhook_answers_every_hostile_image_within_deadline(hostile: dict[str, 
             problems.append(f"{name}: {said}")
     assert not problems, "\n".join(problems)
     hook.drain(timeout=90)  # every background validation ends, bounded
+
+
+def test_a_misstated_layer_size_is_caught_when_the_layer_is_already_cached(
+        hostile: dict[str, cases.Pushed], local_registry: Any, tmp_path: Path) -> None:
+    """containerd refuses a layer whose manifest gives the wrong size on any node that does not hold it yet,
+    so a layer canrun indexed for another image (here nested-index, the same blob) must not vouch for it."""
+    cache = tmp_path / "cache"
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    for name in ("nested-index", "short-layer-size"):
+        (manifests / f"{name}.yaml").write_text(yaml.safe_dump(deployment(name, hostile[name].ref)))
+
+    def check(name: str) -> list[dict[str, Any]]:
+        result = run_cli(["check", "-f", str(manifests / f"{name}.yaml"), "--format", "json", "--cache-dir",
+                          str(cache), "--insecure-registry", local_registry.host, "--timeout", "20"])
+        result.assert_clean()
+        return _findings_for(json.loads(result.stdout), name)
+
+    assert not any(f["rule"] == "image-corrupt" for f in check("nested-index"))
+    assert any((cache / "layers").rglob("*.idx"))  # the shared layer is now cached
+    found = check("short-layer-size")
+    assert _matches(found, hostile["short-layer-size"].expect), json.dumps(found, indent=1)
