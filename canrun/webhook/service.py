@@ -298,13 +298,15 @@ class AdmissionService:
             return Outcome(Decision(warnings=["canrun: not verified: node platforms are not known yet; allowed"]),
                            mode, "unverified", reason="not ready")
         remaining = self.settings.deadline - (time.perf_counter() - started)
-        report, cached = await self._judge(workload, pool, req.namespace, remaining)
+        # the namespace too: its pull secrets decide what may be read, so one tenant's verdict is not another's
+        verdict_key = (req.namespace, *_verdict_key(workload, pool))
+        report, cached = await self._judge(verdict_key, workload, pool, req.namespace, remaining)
         if report is None:
             return self._unverified(workload, mode)
         outcome = self._shape(report, workload, mode)
         outcome.cached = cached
         if answer_key is not None:
-            self._remember_answer(answer_key, (req.namespace, *_verdict_key(workload, pool)), outcome, report)
+            self._remember_answer(answer_key, verdict_key, outcome, report)
         self._maybe_event(req, outcome, report, mode)
         return outcome
 
@@ -382,11 +384,9 @@ class AdmissionService:
 
     # -- judging ---------------------------------------------------------------------------------
 
-    async def _judge(self, workload: Workload, pool: NodePool, namespace: str,
+    async def _judge(self, key: tuple[Any, ...], workload: Workload, pool: NodePool, namespace: str,
                      remaining: float) -> tuple[Report | None, bool]:
         """The report for a workload within ``remaining`` seconds (None if not in time), and whether it was cached."""
-        # the namespace too: its pull secrets decide what may be read, so one tenant's verdict is not another's
-        key = (namespace, *_verdict_key(workload, pool))
         now = time.monotonic()
         hit = self._verdicts.get(key)
         if hit is not None and hit.pool is pool and hit.expires > now:
