@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from canrun.audit.inventory import ObjectLister, collect
 from canrun.audit.model import AuditRun
-from canrun.findings import Finding, sort_key
+from canrun.findings import sort_key
 from canrun.kube.scheduling import NodeInfo, NodePool
 from canrun.platform import Platform
 from canrun.spec import Workload
-from canrun.validator import SKIP_ANNOTATION, Report, Validator
+from canrun.validator import Report, Validator
+from canrun.verdict import restamp, verdict_key
 
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
 
@@ -72,15 +72,6 @@ async def audit(cluster: AuditCluster, validator: Validator, *, namespaces: Sequ
                     started=started, finished=datetime.now(timezone.utc))
 
 
-def verdict_key(workload: Workload) -> tuple[Any, ...]:
-    """Everything a verdict depends on besides the node pool: the pod spec and the exemptions.
-
-    The name, namespace and kind of a workload only label its findings, so workloads with equal keys
-    (the replicas of one template stamped out by a Helm chart per team, say) get equal findings.
-    """
-    return (repr(workload.pod), workload.annotations.get(SKIP_ANNOTATION, ""))
-
-
 async def judge(validator: Validator, workloads: Sequence[Workload], pool: NodePool, *,
                 progress: Progress | None = None) -> Report:
     """``Validator.check`` over the workloads, judging each distinct pod spec once.
@@ -106,19 +97,7 @@ async def judge(validator: Validator, workloads: Sequence[Workload], pool: NodeP
 
     report = Report()
     for members, result in zip(groups.values(), await asyncio.gather(*(one(m) for m in groups.values()))):
-        first = members[0]
         for member in members:
-            report.extend(Report(findings=[_restamp(f, first, member) for f in result.findings],
-                                 suppressed=[_restamp(f, first, member) for f in result.suppressed],
-                                 workloads=1, containers=len(member.pod.containers), images=set(result.images)))
+            report.extend(restamp(result, members[0], member))
     report.findings.sort(key=sort_key)
     return report
-
-
-def _restamp(f: Finding, judged: Workload, member: Workload) -> Finding:
-    if member is judged:
-        return f
-    changes: dict[str, Any] = {"resource": member.resource}
-    if f.source == judged.source:
-        changes["source"] = member.source
-    return replace(f, **changes)

@@ -1,0 +1,47 @@
+"""One verdict for many workloads: what makes two workloads' verdicts equal, and how one is handed on.
+
+A cluster repeats itself (the same pod template under many names) and the webhook
+sees the same object re-applied all day.  Both doors judge a pod spec once and
+reuse the report; the rule for "same pod spec, same verdict" and the way a report
+judged for one workload is made to name another live here, so the webhook and the
+audit cannot drift apart.
+
+The name, namespace and kind of a workload only label its findings; what decides
+them is the pod spec (its containers, env, volumes, identity, scheduling) and the
+``canrun.io/skip`` exemptions.  The node pool is not part of this key: each door
+adds the pool (and, in the webhook, the namespace whose pull secrets read the
+images) as it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from canrun.findings import Finding
+from canrun.spec import Workload
+from canrun.validator import SKIP_ANNOTATION, Report
+
+
+def verdict_key(workload: Workload) -> tuple[Any, ...]:
+    """Everything a verdict depends on besides the node pool: the pod spec and the exemptions."""
+    return (repr(workload.pod), workload.annotations.get(SKIP_ANNOTATION, ""))
+
+
+def restamp(report: Report, judged: Workload, member: Workload) -> Report:
+    """``report``, judged for ``judged``, naming ``member`` instead (a workload with the same verdict key).
+
+    Findings name the member's resource; those that pointed at the judged workload's
+    source (a file and line in ``canrun check``/``audit -f``) point at the member's.
+    """
+    if member is judged or (member.resource == judged.resource and member.source == judged.source):
+        return report
+
+    def one(f: Finding) -> Finding:
+        changes: dict[str, Any] = {"resource": member.resource}
+        if f.source == judged.source:
+            changes["source"] = member.source
+        return replace(f, **changes)
+
+    return Report(findings=[one(f) for f in report.findings], suppressed=[one(f) for f in report.suppressed],
+                  workloads=report.workloads, containers=report.containers, images=set(report.images))
