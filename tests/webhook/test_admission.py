@@ -189,7 +189,7 @@ def _finding(message: str, hint: str = "use a command that exists in the image")
 
 def test_deny_message_is_one_line_per_finding_even_with_newlines_in_the_evidence() -> None:
     from canrun.spec import Resource
-    from canrun.webhook.service import deny_message, finding_line
+    from canrun.webhook.answers import deny_message, finding_line
 
     line = finding_line(_finding('"/app\nrun" not found in the image'))
     assert "\n" not in line
@@ -204,7 +204,7 @@ def test_deny_message_is_one_line_per_finding_even_with_newlines_in_the_evidence
 
 
 def test_warning_lines_are_short_and_name_rule_container_and_platform() -> None:
-    from canrun.webhook.service import warning_line
+    from canrun.webhook.answers import warning_line
 
     short = warning_line(_finding("/app not found"))
     assert short == 'canrun command-not-found: container "app" [linux/arm64]: /app not found'
@@ -229,7 +229,7 @@ def test_adding_or_removing_an_exemption_is_relevant(where: str) -> None:
 
 def test_ssrf_remedy_comes_from_the_refusal_not_from_the_wording() -> None:
     from canrun.findings import finding
-    from canrun.webhook.service import ssrf_remedies
+    from canrun.webhook.answers import ssrf_remedies
 
     refused = finding("image-unresolvable", "refusing to contact 10.0.0.5:5000: …",
                       evidence={"registry": "10.0.0.5:5000", "refused_by": "ssrf-guard"})

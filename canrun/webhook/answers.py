@@ -1,0 +1,159 @@
+"""What the webhook says: an ``Outcome`` from a ``Report`` and the mode, and every text it writes.
+
+Pure functions of their arguments (no clock, no metrics, no cluster), so each
+wording is tested without a server.  Who reads what:
+
+* the person running ``kubectl apply`` reads the deny message and the
+  ``Warning:`` lines (short, one line each, see ``kube/admission.shorten``);
+* the audit log keeps the ``auditAnnotations`` (structured JSON, bounded);
+* ``kubectl describe`` shows the Event (the long form, bounded too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from canrun.findings import Finding, Severity
+from canrun.kube.admission import Decision, shorten
+from canrun.spec import Workload
+from canrun.validator import SKIP_ANNOTATION, Report
+
+#: Event messages and audit annotation values stay small (the API server stores them in etcd).
+EVENT_MESSAGE_LIMIT = 1024
+ANNOTATION_VALUE_LIMIT = 4096
+
+
+@dataclass
+class Outcome:
+    """A decision plus what the log line and the metrics say about it."""
+
+    decision: Decision
+    mode: str = "-"
+    #: allowed · denied · warned · audited · skipped · unverified · error
+    verdict: str = "allowed"
+    rules: list[str] = field(default_factory=list)
+    reason: str = ""
+    cached: bool | None = None
+
+
+def skipped(reason: str, mode: str = "-") -> Outcome:
+    """Nothing to judge (an operation, subresource, kind or mode canrun leaves alone)."""
+    return Outcome(Decision(), mode, "skipped", reason=reason)
+
+
+def shown(report: Report) -> list[Finding]:
+    """The findings an answer reports: errors and warnings (info-level notes stay in ``canrun check``)."""
+    return [f for f in report.findings if f.severity is not Severity.INFO]
+
+
+def shape(report: Report, workload: Workload, mode: str) -> Outcome:
+    """The answer for ``report`` in ``mode``: enforce denies errors, warn warns, audit only annotates."""
+    visible = shown(report)
+    errors = [f for f in visible if f.severity is Severity.ERROR]
+    others = [f for f in visible if f.severity is not Severity.ERROR]
+    rules = sorted({f.rule for f in visible})
+    exempt_value = workload.annotations.get(SKIP_ANNOTATION, "")
+    exempted = sorted({f"{f.rule} ({f.container})" if f.container else f.rule for f in report.suppressed})
+    annotations: dict[str, str] = {}
+    if visible:
+        annotations["findings"] = findings_annotation(visible)
+    if exempted:
+        annotations["exempted"] = shorten(f"{SKIP_ANNOTATION}={exempt_value}: {', '.join(exempted)}",
+                                          ANNOTATION_VALUE_LIMIT)
+    exemption_warnings = ([shorten(f"canrun: exempted by {SKIP_ANNOTATION}={exempt_value}: {e}")
+                           for e in exempted])
+    exemption_warnings += ssrf_remedies(visible)
+    if mode == "enforce":
+        if errors:
+            return Outcome(Decision(allowed=False, code=403, message=deny_message(workload, errors),
+                                    warnings=[warning_line(f) for f in others] + exemption_warnings,
+                                    audit_annotations=annotations), mode, "denied", rules)
+        warnings = [warning_line(f) for f in others] + exemption_warnings
+        return Outcome(Decision(warnings=warnings, audit_annotations=annotations), mode,
+                       "warned" if others else "allowed", rules)
+    if mode == "warn":
+        warnings = [warning_line(f) for f in errors + others] + exemption_warnings
+        return Outcome(Decision(warnings=warnings, audit_annotations=annotations), mode,
+                       "warned" if visible else "allowed", rules)
+    # audit: nothing the user sees at apply time; the audit log, metrics, the log line and an Event
+    return Outcome(Decision(audit_annotations=annotations), mode, "audited" if visible else "allowed", rules)
+
+
+def unverified(workload: Workload, mode: str, *, deadline: float, strict: bool) -> Outcome:
+    """The answer when the verdict did not come within ``deadline``: allowed with a warning, unless strict."""
+    images = sorted({c.image for c in workload.pod.containers})
+    secs = f"{deadline:g}s"
+    text = (f"canrun: not verified within {secs}: {', '.join(images)} (still checking in the background; "
+            f"a retry gets the verdict)")
+    annotations = {"unverified": f"deadline {secs}: {', '.join(images)}"[:ANNOTATION_VALUE_LIMIT]}
+    if mode == "enforce" and strict:
+        return Outcome(Decision(allowed=False, code=403, message=text + "; denied because strict is set",
+                                audit_annotations=annotations), mode, "denied", reason="deadline")
+    warnings = [shorten(text)] if mode in ("enforce", "warn") else []
+    return Outcome(Decision(warnings=warnings, audit_annotations=annotations), mode, "unverified",
+                   reason="deadline")
+
+
+def internal_error(exc: BaseException) -> Outcome:
+    """A bug of canrun's: never a 500 on the write path of every workload, allowed with a warning."""
+    return Outcome(Decision(warnings=[f"canrun: not verified: internal error ({type(exc).__name__}); allowed"]),
+                   verdict="error", reason=type(exc).__name__)
+
+
+def event_text(report: Report) -> tuple[str, str]:
+    """The Event's reason and message: every shown finding in full, within ``EVENT_MESSAGE_LIMIT``."""
+    visible = shown(report)
+    reason = "ContainerCannotRun" if any(f.severity is Severity.ERROR for f in visible) else "ImageNotVerified"
+    parts = [f"{f.rule}: container {f.container}" + (f" ({f.platform})" if f.platform else "") + f": {f.message}"
+             for f in visible]
+    return reason, shorten(f"canrun: {len(visible)} finding(s): " + "; ".join(parts), EVENT_MESSAGE_LIMIT)
+
+
+def finding_line(f: Finding) -> str:
+    """One terminal line: container, platform, rule, evidence, fix."""
+    where = f'container "{f.container}"' if f.container else "pod"
+    if f.platform:
+        where += f" on {f.platform}"
+    # one line whatever the evidence holds (a command may contain a newline): the terminal shows one per finding
+    return " ".join(f"- {where}: {f.rule}: {f.message} (fix: {f.hint})".split())
+
+
+def ssrf_remedies(findings: Sequence[Finding]) -> list[str]:
+    """One warning per registry host the SSRF guard refused, saying how to allow it.
+
+    The finding's own warning line is cut at 120 characters, before the remedy;
+    the person who sees the warning must still learn the one flag that changes it.
+    """
+    hosts = dict.fromkeys(str(f.evidence["registry"]) for f in findings
+                          if f.evidence.get("refused_by") == "ssrf-guard" and f.evidence.get("registry"))
+    return [shorten(f"canrun: --allow-registry-host {h} lets canrun read this registry (its SSRF guard refused it)")
+            for h in hosts]
+
+
+def deny_message(workload: Workload, errors: Sequence[Finding]) -> str:
+    head = f"canrun: {workload.resource} would fail to start ({len(errors)} finding(s)):"
+    return "\n".join([head] + [finding_line(f) for f in errors])
+
+
+def warning_line(f: Finding) -> str:
+    """A self-contained kubectl warning of at most 120 characters."""
+    where = f'container "{f.container}"' if f.container else "pod"
+    platform = f" [{f.platform}]" if f.platform else ""
+    return shorten(f"canrun {f.rule}: {where}{platform}: {f.message}")
+
+
+def findings_annotation(findings: Sequence[Finding]) -> str:
+    """The findings as compact JSON for the audit log, cut (with a ``more`` count) to fit one annotation."""
+    items: list[dict[str, Any]] = []
+    for f in findings:
+        item = {"rule": f.rule, "severity": f.severity.value, "container": f.container, "platform": f.platform,
+                "message": f.message}
+        candidate = json.dumps(items + [item], separators=(",", ":"))
+        if len(candidate) > ANNOTATION_VALUE_LIMIT - 40:
+            items.append({"more": len(findings) - len(items)})
+            break
+        items.append(item)
+    return json.dumps(items, separators=(",", ":"))
