@@ -40,8 +40,6 @@ class ServeOptions:
     platforms_given: bool = False
     kubeconfig: str | None = None
     context: str | None = None
-    #: Fail when no cluster is reachable instead of running standalone.
-    require_cluster: bool = False
     #: How often the certificate files are checked for a rotation.
     cert_reload_interval: float = 10.0
     log_level: str = "info"
@@ -60,7 +58,7 @@ def _connect(options: ServeOptions) -> Any | None:
         cluster.list_objects("v1", "Namespace", label_selector="canrun.io/probe=none")
         return cluster
     except CanrunError as exc:
-        if options.require_cluster or not options.platforms_given and options.kubeconfig:
+        if not options.platforms_given and options.kubeconfig:
             raise
         log.warning("no cluster reachable (%s); running standalone", exc)
         return None

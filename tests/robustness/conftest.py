@@ -28,7 +28,7 @@ import pytest
 
 from canrun.config import Settings, WebhookSettings
 from canrun.image.limits import Limits
-from canrun.webhook.server import ServerThread
+from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService
 from tests.robustness import cases
 from tests.robustness.hostile import Pusher

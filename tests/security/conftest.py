@@ -37,7 +37,7 @@ import pytest
 
 from canrun.config import Settings, WebhookSettings
 from canrun.webhook.logs import JsonFormatter
-from canrun.webhook.server import ServerThread
+from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource
 from tests.support.admission import review  # noqa: F401 (the security tests import it from here)
 from tests.support.images import Catalogue

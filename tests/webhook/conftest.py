@@ -24,7 +24,7 @@ import pytest
 from canrun.config import Settings, WebhookSettings
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
-from canrun.webhook.server import ServerThread
+from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
 from tests.support.admission import review  # noqa: F401 (the webhook tests import it from here)
 from tests.support.registry import RunningRegistry
