@@ -28,12 +28,11 @@ import pytest
 
 from canrun.config import Settings, WebhookSettings
 from canrun.image.limits import Limits
-from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService
 from tests.robustness import cases
 from tests.robustness.hostile import Pusher
 from tests.support.registry import RunningRegistry
-from tests.support.webhook import serve_webhook, stopped_at_exit
+from tests.support.webhook import ServerThread, serve_webhook, stopped_at_exit
 from tests.webhook.tlsutil import issue, make_ca
 
 ROOT = Path(__file__).resolve().parents[2]

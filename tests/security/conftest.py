@@ -37,13 +37,12 @@ import pytest
 
 from canrun.config import Settings, WebhookSettings
 from canrun.webhook.logs import JsonFormatter
-from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource
 from tests.support.admission import review  # noqa: F401 (the security tests import it from here)
 from tests.support.images import Catalogue
 from tests.support.registry import RunningRegistry, start_registry
 from tests.support.tls import CertAuthority, make_ca
-from tests.support.webhook import AMD64_ONLY, serve_webhook, stopped_at_exit
+from tests.support.webhook import AMD64_ONLY, ServerThread, serve_webhook, stopped_at_exit
 from tests.support.tokenauth import TokenService, start_htpasswd_registry, start_token_registry, token_service
 from tests.webhook.tlsutil import issue
 from tests.webhook.tlsutil import make_ca as make_webhook_ca

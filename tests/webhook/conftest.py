@@ -24,11 +24,10 @@ import pytest
 from canrun.config import Settings, WebhookSettings
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
-from tests.support.webhook import ServerThread
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
 from tests.support.admission import review  # noqa: F401 (the webhook tests import it from here)
 from tests.support.registry import RunningRegistry
-from tests.support.webhook import serve_webhook, stopped_at_exit
+from tests.support.webhook import ServerThread, serve_webhook, stopped_at_exit
 from tests.webhook.tlsutil import CA, issue, make_ca
 
 _REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP/1\.[01]\r\n")
