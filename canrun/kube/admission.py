@@ -166,6 +166,8 @@ def parse_review(body: bytes | str | Mapping[str, Any]) -> Request:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadAdmissionReview(f"the body is not JSON: {exc}") from exc
+        except RecursionError as exc:  # the API server never sends this: Go's decoder stops at 10,000 levels
+            raise BadAdmissionReview("the body nests deeper than an AdmissionReview can") from exc
     else:
         doc = body
     if not isinstance(doc, dict):

@@ -4,6 +4,11 @@ The app only moves bytes: the raw body goes to the service (no pydantic model
 re-validating what the service parses anyway, which keeps the hot path short),
 ``BadAdmissionReview`` becomes HTTP 400 with a one-line message, and nothing
 ever becomes a 500 with a traceback.
+
+The body is read as it streams in and reading stops at ``MAX_BODY``: a client
+announcing or sending more is answered 413 and its connection closed, so eight
+clients each sending 60 MB cost at most eight times the limit, not eight times
+their bodies.  A client that goes away mid-body is an info line, not an error.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from canrun import __version__
 from canrun.kube.admission import BadAdmissionReview
@@ -27,9 +33,26 @@ log = logging.getLogger("canrun.webhook")
 MAX_BODY = 8 * 1024 * 1024
 
 
-def _json(data: object, status: int = 200) -> Response:
+def _json(data: object, status: int = 200, *, close: bool = False) -> Response:
     return Response(json.dumps(data, separators=(",", ":")).encode(), status_code=status,
-                    media_type="application/json")
+                    media_type="application/json", headers={"Connection": "close"} if close else None)
+
+
+class _TooLarge(Exception):
+    """The body passed ``MAX_BODY`` (or announced it would)."""
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, read chunk by chunk and refused as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"a body of {declared} bytes is larger than {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge(f"the body is larger than {limit} bytes")
+    return bytes(body)
 
 
 def create_app(service: AdmissionService) -> FastAPI:
@@ -49,10 +72,16 @@ def create_app(service: AdmissionService) -> FastAPI:
 
     @app.post("/validate")
     async def validate(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        try:
+            body = await _read_body(request)
+        except _TooLarge as exc:
             service.metrics.bad_requests.inc()
-            return _json({"error": f"body of {len(body)} bytes is larger than {MAX_BODY}"}, 413)
+            return _json({"error": str(exc)}, 413, close=True)  # close: the rest of the body is not read
+        except ClientDisconnect:
+            client = request.client
+            log.info("client %s went away before its request body was complete",
+                     f"{client.host}:{client.port}" if client else "-")
+            return Response(status_code=400)  # nobody reads it: the connection is gone
         try:
             answer = await service.review(body)
         except BadAdmissionReview as exc:
