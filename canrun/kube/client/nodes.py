@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from canrun.kube.scheduling import NodeInfo
+from canrun.kube.scheduling import ARCH_LABELS, NodeInfo
 
 log = logging.getLogger("canrun.kube")
 
@@ -23,7 +23,7 @@ def node_info(node: Mapping[str, Any]) -> NodeInfo | None:
     meta = node.get("metadata") or {}
     labels = meta.get("labels") or {}
     info = (node.get("status") or {}).get("nodeInfo") or {}
-    if not (labels.get("kubernetes.io/arch") or labels.get("beta.kubernetes.io/arch") or info.get("architecture")):
+    if not (any(labels.get(label) for label in ARCH_LABELS) or info.get("architecture")):
         log.warning("node %s reports no architecture; left out of the node pool", meta.get("name"))
         return None
     return NodeInfo.from_object(node)
