@@ -24,12 +24,11 @@ from canrun.checks.context import ExecContext
 from canrun.errors import CanrunError, InvalidReference, RegistryError, RegistryRefused
 from canrun.findings import Finding, Severity, finding, sort_key
 from canrun.image.store import ImageStore, ImageView, Selection
+from canrun.kube.objects import SKIP_ANNOTATION
 from canrun.kube.scheduling import NodePool, platforms_for
 from canrun.platform import Platform
 from canrun.registry.reference import Reference
 from canrun.spec import Container, Workload
-
-SKIP_ANNOTATION = "canrun.io/skip"
 
 Progress = Callable[[int, int], None]
 

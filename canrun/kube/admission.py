@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 from canrun.errors import CanrunError
-from canrun.kube.workloads import SKIP_ANNOTATION
+from canrun.kube.objects import SKIP_ANNOTATION, pod_spec_path
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -273,14 +273,6 @@ def build_response(uid: str, decision: Decision) -> AdmissionReviewResponse:
 
 # -- UPDATE: did anything an exec verdict depends on change? ----------------------------------------
 
-#: Where the pod spec sits in each kind that carries one.
-_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "PodTemplate": ("template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
-_DEFAULT_TEMPLATE_PATH = ("spec", "template", "spec")
-
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 #: Container fields a verdict depends on (env is reduced to PATH below).
 _CONTAINER_FIELDS = ("name", "image", "command", "args", "workingDir", "securityContext", "volumeMounts")
@@ -292,7 +284,7 @@ _POD_FIELDS = ("securityContext", "volumes", "nodeSelector", "affinity", "nodeNa
 def pod_spec_of(kind: str, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The pod spec inside an object of ``kind`` (None if the object has none)."""
     node: Any = obj
-    for key in _TEMPLATE_PATHS.get(kind, _DEFAULT_TEMPLATE_PATH):
+    for key in pod_spec_path(kind):
         if not isinstance(node, dict):
             return None
         node = node.get(key)
@@ -345,7 +337,7 @@ def exemptions_of(kind: str, obj: Mapping[str, Any] | None) -> tuple[str | None,
     """The ``canrun.io/skip`` annotation on the object and on every template down to its pod spec."""
     found: list[str | None] = []
     node: Any = obj
-    for key in (None, *_TEMPLATE_PATHS.get(kind, _DEFAULT_TEMPLATE_PATH)):
+    for key in (None, *pod_spec_path(kind)):
         if key is not None:
             node = node.get(key) if isinstance(node, dict) else None
         meta = node.get("metadata") if isinstance(node, dict) else None

@@ -35,6 +35,8 @@ from typing import Any
 
 from canrun.errors import ManifestError
 from canrun.kube.manifests import Loaded, line_of, object_shape_problem
+from canrun.kube.objects import POD_KINDS, SKIP_ANNOTATION
+from canrun.kube.yamldoc import TEMPLATE_MARKER
 from canrun.spec import (
     Container,
     ContainerKind,
@@ -51,24 +53,7 @@ from canrun.spec import (
     Workload,
 )
 
-SKIP_ANNOTATION = "canrun.io/skip"
-
-#: kind -> (API groups it belongs to, path from the object to its pod template or pod spec).
-#: A path ending in "template" leads to a PodTemplateSpec (metadata + spec); Pod's leads to the spec.
-POD_KINDS: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
-    "Pod": (frozenset({""}), ("spec",)),
-    "PodTemplate": (frozenset({""}), ("template",)),
-    "ReplicationController": (frozenset({""}), ("spec", "template")),
-    "Deployment": (frozenset({"apps", "extensions"}), ("spec", "template")),
-    "ReplicaSet": (frozenset({"apps", "extensions"}), ("spec", "template")),
-    "DaemonSet": (frozenset({"apps", "extensions"}), ("spec", "template")),
-    "StatefulSet": (frozenset({"apps"}), ("spec", "template")),
-    "Job": (frozenset({"batch"}), ("spec", "template")),
-    "CronJob": (frozenset({"batch"}), ("spec", "jobTemplate", "spec", "template")),
-}
-
 _OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"})
-_TEMPLATE = re.compile(r"\{\{|\{%")
 _MAX_LIST_NESTING = 4
 
 
@@ -236,7 +221,7 @@ class _Reader:
         return ManifestError(f"{self.label}: {what}", source=self.file, line=line or self.line)
 
     def no_template(self, value: str | None, where: str, node: Any = None, path: Sequence[str | int] = ()) -> None:
-        if value and _TEMPLATE.search(value):
+        if value and TEMPLATE_MARKER.search(value):
             raise self.error(where, f"{value!r} is an unrendered template ({{{{ … }}}}); render it first, "
                              "e.g. `helm template … | canrun check -f -`", node, path)
 
