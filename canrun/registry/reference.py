@@ -37,6 +37,7 @@ _COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DOMAIN_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
+_PORT = re.compile(r":([0-9]+)$")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 #: Digest algorithms canrun can verify, with their hex length.
@@ -102,6 +103,11 @@ class Reference:
         registry, path = _split_host(name)
         if registry is not None and not _HOST.fullmatch(registry):
             raise InvalidReference(f"invalid image reference {text!r}: invalid registry host {registry!r}")
+        port = _PORT.search(registry) if registry is not None else None
+        if port is not None and not 1 <= int(port.group(1)) <= 65535:
+            # the grammar allows any digits, but a TCP port is 16 bits: 70716 must not wrap to 5180
+            raise InvalidReference(f"invalid image reference {text!r}: port {port.group(1)} of {registry!r} is not "
+                                   f"between 1 and 65535")
         if registry is None:
             registry = DOCKER_HUB
         if registry.lower() in ("index.docker.io", "docker.io"):
