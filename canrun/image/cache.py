@@ -47,7 +47,6 @@ import gc
 import hashlib
 import json
 import os
-import re
 import struct
 import tempfile
 import time
@@ -61,6 +60,7 @@ from canrun.image.fs import (NODE_HAS_EXEC, NODE_HAS_HARDLINK, NODE_HAS_LINK, NO
                              FrozenMergedFS, FrozenNodes, MergedFS)
 from canrun.image.layer import make_entry
 from canrun.image.model import ElfInfo, Entry, EntryType, ExecInfo, LayerIndex, ScriptInfo, UnknownFormat
+from canrun.registry.reference import is_digest
 
 T = TypeVar("T")
 
@@ -82,7 +82,6 @@ _TYPE_CODES: dict[EntryType, int] = {t: i for i, t in enumerate(EntryType)}
 _TYPES_BY_CODE: list[EntryType] = list(EntryType)
 _HAS_LINK = 1
 
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
@@ -514,7 +513,7 @@ class Cache:
 
     # ------------------------------------------------------------ files
     def _content_path(self, kind: str, digest: str, suffix: str) -> Path | None:
-        if not _DIGEST.match(digest):
+        if not is_digest(digest):
             return None  # never cache under a name we did not validate (path traversal, odd algorithms)
         algorithm, _, hexpart = digest.partition(":")
         return self.root / kind / algorithm / (hexpart + suffix)

@@ -19,7 +19,6 @@ manifests may omit ``mediaType`` and a cached tag lookup may not know it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -29,6 +28,7 @@ from canrun.registry.base import Descriptor
 from canrun.registry.mediatypes import (ACCEPT, CONFIG_TYPES, DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST,  # noqa: F401
                                         DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, INDEX_TYPES, MANIFEST_TYPES,
                                         OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, SCHEMA1_TYPES)
+from canrun.registry.reference import is_digest
 
 
 _LAYER_COMPRESSION: dict[str, Literal["gzip", "zstd", "none"]] = {
@@ -48,7 +48,6 @@ FOREIGN_LAYER_TYPES = frozenset({
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
 })
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
-_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ def _descriptor(doc: Any, where: str) -> Descriptor:
     if not isinstance(doc, dict):
         raise ImageCorrupt(f"{where}: descriptor is not an object")
     media_type, digest, size = doc.get("mediaType"), doc.get("digest"), doc.get("size")
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not is_digest(digest):
         # also what keeps hostile digests ("../..") out of registry URLs
         raise ImageCorrupt(f"{where}: invalid digest {str(digest)[:80]!r}")
     if not isinstance(media_type, str):

@@ -11,6 +11,15 @@ Sources, in the order the client consults them:
    get`` exactly as docker runs them;
 3. anonymous.
 
+``RegistryAuth`` turns the credential for a registry and the challenge that
+registry answered with into an ``Authorization`` header: Basic, or the
+distribution token flow (the realm is asked for a token for
+``repository:<repo>:pull`` with Basic credentials, or an OAuth2
+``refresh_token`` POST with an identity token; ``token`` or ``access_token``
+is accepted).  Tokens are cached per (host, realm, service, scope, credential)
+until shortly before they expire, keyed by credential so one tenant's token
+never serves another's request.
+
 Host matching is docker's: a key is reduced to its hostname (scheme and path
 dropped), and every Docker Hub spelling (``https://index.docker.io/v1/``,
 ``index.docker.io``, ``registry-1.docker.io``) means ``docker.io``.  A
@@ -24,6 +33,7 @@ prints nonsense gives no credential and a debug log line — never a crash.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextvars
@@ -34,13 +44,20 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from canrun.errors import UsageError
+from typing import TYPE_CHECKING
+
+from canrun.errors import RegistryAuthError, RegistryHTTPError, UsageError
+from canrun.registry.ssrf import is_loopback_host
+
+if TYPE_CHECKING:  # the engine imports this module for use_keychain: it must not pull in httpx
+    from canrun.registry.transport import Transport
 
 log = logging.getLogger("canrun.registry")
 
@@ -49,6 +66,10 @@ _HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HUB_KEYS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 #: The server URL docker hands a credential helper for Docker Hub.
 HUB_HELPER_URL = "https://index.docker.io/v1/"
+MIN_TOKEN_LIFETIME = 60.0  # the token spec's default when expires_in is absent or smaller
+TOKEN_MARGIN = 10.0
+#: Largest token answer read: real ones are a JWT or two in a small JSON object (a few KiB).
+MAX_TOKEN_ANSWER = 64 << 10
 
 
 @dataclass(frozen=True, repr=False)
@@ -342,3 +363,123 @@ def parse_challenges(header: str) -> list[Challenge]:
             if t and "=" not in header[i:t.end()].rstrip("="):
                 i = t.end()
     return out
+
+
+def pick_challenge(header: str) -> Challenge | None:
+    """The challenge canrun answers from a ``WWW-Authenticate`` value: Bearer if offered, else Basic, else None."""
+    usable = [c for c in parse_challenges(header) if c.scheme in ("bearer", "basic")]
+    return next((c for c in usable if c.scheme == "bearer"), usable[0] if usable else None)
+
+
+class RegistryAuth:
+    """Authorization headers for a registry, from its credential and the challenge it answered with."""
+
+    def __init__(self, transport: Transport, keychain: Keychain) -> None:
+        self.transport = transport
+        self.keychain = keychain
+        #: (host, realm, service, scope, credential fingerprint) -> (token, monotonic expiry)
+        self.tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+        #: host -> the challenge a 401 taught us, once answering it worked (replaces the ping's)
+        self._learned: dict[str, Challenge] = {}
+
+    def __repr__(self) -> str:
+        return f"RegistryAuth({self.keychain!r}, tokens={len(self.tokens)})"
+
+    def challenge(self, host: str, pinged: Challenge | None) -> Challenge | None:
+        return self._learned.get(host, pinged)
+
+    def learn(self, host: str, challenge: Challenge) -> None:
+        """Remember a challenge for the next requests to ``host`` (one dict write, after the request that proved it)."""
+        self._learned[host] = Challenge(challenge.scheme, {k: v for k, v in challenge.params.items()
+                                                           if k in ("realm", "service")})
+
+    async def credential(self, registry: str) -> Credential | None:
+        """The request's keychain first (a pod's pull secrets), then the operator's; None: anonymous."""
+        for chain in (current_keychain(), self.keychain):
+            if chain is None:
+                continue
+            cred = await asyncio.to_thread(chain.lookup, registry) if chain.needs_subprocess \
+                else chain.lookup(registry)
+            if cred is not None:
+                return cred
+        return None
+
+    async def authorization(self, host: str, scheme: str, registry: str, repository: str,
+                            challenge: Challenge | None, scope: str, *, force: bool) -> str | None:
+        """The header for a request to ``host`` (which speaks ``scheme``) for ``registry``'s ``repository``."""
+        if challenge is None:
+            return None
+        cred = await self.credential(registry)
+        if challenge.scheme == "basic":
+            if cred is None or cred.identity_token:
+                return None
+            raw = f"{cred.username}:{cred.password}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        if challenge.scheme == "bearer":
+            token = await self._token(host, scheme, repository, challenge, scope, cred, force=force)
+            return f"Bearer {token}" if token else None
+        return None
+
+    async def _token(self, host: str, scheme: str, repository: str, challenge: Challenge, scope: str,
+                     cred: Credential | None, *, force: bool) -> str | None:
+        realm = challenge.realm
+        if not realm:
+            return None
+        service = challenge.params.get("service", "")
+        key = (host, realm, service, scope, cred.fingerprint if cred else "")
+        cached = self.tokens.get(key)
+        if cached is not None and not force and cached[1] > time.monotonic():
+            return cached[0]
+        try:
+            url, url_scheme, realm_host = self.transport.parse_url(realm)
+        except ValueError as exc:
+            raise RegistryAuthError(f"{host} named an invalid token realm", host=host) from exc
+        if url_scheme not in ("http", "https") or not realm_host:
+            raise RegistryAuthError(f"{host} named a token realm that is not an http(s) URL", host=host)
+        if url_scheme == "http" and cred is not None and scheme == "https" \
+                and not is_loopback_host(realm_host) and not self.transport.is_insecure(realm_host):
+            raise RegistryAuthError(f"{host} asks for credentials over plain HTTP ({realm_host}); refusing to "
+                                    f"send them", host=host)
+        await self.transport.check(realm_host)
+        params: dict[str, str] = {"scope": scope}
+        if service:
+            params["service"] = service
+        verify = url_scheme == "http" or not self.transport.is_insecure(realm_host)
+        headers: dict[str, str] = {}
+        form: dict[str, str] | None = None
+        if cred is not None and cred.identity_token:
+            form = {**params, "grant_type": "refresh_token", "refresh_token": cred.identity_token,
+                    "client_id": "canrun"}
+            method, query = "POST", None
+        else:
+            if cred is not None:
+                raw = f"{cred.username}:{cred.password}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+                params["account"] = cred.username
+            method, query = "GET", params
+        # no redirects: a token endpoint that sends us elsewhere is not followed with credentials
+        resp = await self.transport.send(realm_host, method, url, headers, verify=verify, max_redirects=0,
+                                         data=form, params=query)
+        try:
+            if resp.status_code in (401, 403):
+                who = "with the configured credentials" if cred else "anonymously"
+                raise RegistryAuthError(f"the token server of {host} refused access to {repository} {who} "
+                                        f"({resp.status_code})", host=host, status=resp.status_code)
+            if resp.status_code != 200:
+                raise RegistryHTTPError(f"the token server of {host} answered {resp.status_code}",
+                                        host=host, status=resp.status_code)
+            raw_answer = await self.transport.read(resp, limit=MAX_TOKEN_ANSWER,
+                                                   what=f"the token answer of {host}")
+        finally:
+            await resp.aclose()
+        try:
+            answer = json.loads(raw_answer)
+            token = answer.get("token") or answer.get("access_token")
+            lifetime = float(answer.get("expires_in") or MIN_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise RegistryAuthError(f"the token server of {host} gave an unreadable answer", host=host) from exc
+        if not isinstance(token, str) or not token:
+            raise RegistryAuthError(f"the token server of {host} gave no token", host=host)
+        lifetime = max(lifetime, MIN_TOKEN_LIFETIME)
+        self.tokens[key] = (token, time.monotonic() + lifetime - TOKEN_MARGIN)
+        return token

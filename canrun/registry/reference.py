@@ -30,7 +30,6 @@ from canrun.errors import InvalidReference
 DOCKER_HUB = "docker.io"
 #: Where Docker Hub's API really lives; references keep the canonical ``docker.io``.
 DOCKER_HUB_API = "registry-1.docker.io"
-_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
@@ -38,10 +37,13 @@ _COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _PATH = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _DOMAIN_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST = re.compile(rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
+_PORT = re.compile(r":([0-9]+)$")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 #: Digest algorithms canrun can verify, with their hex length.
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+#: A digest canrun can verify (use with ``fullmatch``): the one digest pattern of the whole package.
+DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _ANY_HEX64 = re.compile(r"[a-f0-9]{64}")
 NAME_MAX = 255
 
@@ -49,14 +51,19 @@ NAME_MAX = 255
 def validate_digest(digest: str) -> str:
     """Return ``digest`` if it is a well-formed sha256/sha512 digest, else raise InvalidReference."""
     algo, sep, hexpart = digest.partition(":")
-    if not sep or not _DIGEST.fullmatch(digest):
+    if not sep or not _DIGEST_GRAMMAR.fullmatch(digest):
         raise InvalidReference(f"invalid digest {digest!r}: expected algorithm:hex, e.g. sha256:<64 hex digits>")
     length = DIGEST_HEX_LENGTHS.get(algo)
     if length is None:
         raise InvalidReference(f"unsupported digest algorithm {algo!r} in {digest!r}: canrun verifies sha256 and sha512")
-    if len(hexpart) != length or not re.fullmatch(r"[a-f0-9]+", hexpart):
+    if len(hexpart) != length or not DIGEST.fullmatch(digest):
         raise InvalidReference(f"invalid digest {digest!r}: {algo} needs {length} lowercase hex digits")
     return digest
+
+
+def is_digest(value: object) -> bool:
+    """Whether ``value`` is a digest canrun can verify (a string matching ``DIGEST`` exactly)."""
+    return isinstance(value, str) and DIGEST.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,11 @@ class Reference:
         registry, path = _split_host(name)
         if registry is not None and not _HOST.fullmatch(registry):
             raise InvalidReference(f"invalid image reference {text!r}: invalid registry host {registry!r}")
+        port = _PORT.search(registry) if registry is not None else None
+        if port is not None and not 1 <= int(port.group(1)) <= 65535:
+            # the grammar allows any digits, but a TCP port is 16 bits: 70716 must not wrap to 5180
+            raise InvalidReference(f"invalid image reference {text!r}: port {port.group(1)} of {registry!r} is not "
+                                   f"between 1 and 65535")
         if registry is None:
             registry = DOCKER_HUB
         if registry.lower() in ("index.docker.io", "docker.io"):

@@ -44,6 +44,17 @@ def split_host_port(host: str) -> tuple[str, int | None]:
     return host, None
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, ``*.localhost`` or a loopback address (``host`` may carry a port)."""
+    name, _ = split_host_port(host.lower())
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     out = []
     for cidr in cidrs:

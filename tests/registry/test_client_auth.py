@@ -255,7 +255,7 @@ async def test_token_stand_in_access_token_identity_token_and_expiry() -> None:
                 assert (await c.resolve(ref)).digest == "sha256:" + "a" * 64
                 await c.resolve(ref)
                 assert issued == ["tok0"]  # cached: 1 s is raised to the spec's 60 s minimum
-                c._tokens = {k: (t, 0.0) for k, (t, _) in c._tokens.items()}  # age the token
+                c.auth.tokens = {k: (t, 0.0) for k, (t, _) in c.auth.tokens.items()}  # age the token
                 await c.resolve(ref)
                 assert issued == ["tok0", "tok1"]
             assert all(r.headers.get("authorization") is None for r in auth.requests)

@@ -272,14 +272,14 @@ def test_backoff_doubles_with_jitter_and_honours_retry_after_within_the_cap() ->
     for attempt in range(6):
         base = min(10.0, 0.2 * 2 ** attempt)
         for _ in range(20):
-            assert base * 0.5 <= client._backoff(attempt, None) <= base
-    assert client._backoff(0, "3") == 3.0
-    assert client._backoff(0, "3600") == 10.0  # a registry cannot park the check for an hour
+            assert base * 0.5 <= client.transport.backoff(attempt, None) <= base
+    assert client.transport.backoff(0, "3") == 3.0
+    assert client.transport.backoff(0, "3600") == 10.0  # a registry cannot park the check for an hour
     soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=5), usegmt=True)
-    assert 3.0 <= client._backoff(0, soon) <= 5.0
+    assert 3.0 <= client.transport.backoff(0, soon) <= 5.0
     past = email.utils.format_datetime(datetime.now(timezone.utc) - timedelta(seconds=60), usegmt=True)
-    assert client._backoff(0, past) == 0.0
-    assert 0.1 <= client._backoff(0, "soon-ish") <= 0.2  # unreadable: the normal backoff
+    assert client.transport.backoff(0, past) == 0.0
+    assert 0.1 <= client.transport.backoff(0, "soon-ish") <= 0.2  # unreadable: the normal backoff
 
 
 def _non_loopback_address() -> str | None:
@@ -308,3 +308,12 @@ async def test_plain_http_only_for_loopback_and_insecure_hosts() -> None:
     with stub_server(registry_handler()) as local:  # loopback: plain HTTP without being told
         async with RegistryClient(fast()) as c:
             assert (await c.resolve(Reference.parse(f"{local.host}/app:v1"))).digest == MANIFEST_DIGEST
+
+
+async def test_the_user_agent_names_the_installed_version() -> None:
+    import canrun
+
+    with stub_server(registry_handler()) as srv:
+        async with RegistryClient(fast()) as c:
+            await c.resolve(Reference.parse(f"{srv.host}/app:v1"))
+    assert {r.headers.get("user-agent") for r in srv.requests} == {f"canrun/{canrun.__version__}"}

@@ -26,6 +26,8 @@ D = "sha256:" + "ab" * 32
     ("127.0.0.1:5000/app", "127.0.0.1:5000", "app", "latest", None),
     ("[::1]:5000/app:v2", "[::1]:5000", "app", "v2", None),
     ("registry:5000/app", "registry:5000", "app", "latest", None),  # a ':' makes it a host
+    ("registry:65535/app", "registry:65535", "app", "latest", None),
+    ("registry:1/app", "registry:1", "app", "latest", None),
     ("quay.io/a/b/c/d:1.0-rc_2", "quay.io", "a/b/c/d", "1.0-rc_2", None),
     ("my-reg.example.com/a__b/c--d.e", "my-reg.example.com", "a__b/c--d.e", "latest", None),
     (f"nginx@{D}", "docker.io", "library/nginx", None, D),
@@ -85,6 +87,9 @@ def test_with_digest_pins_and_keeps_the_tag_for_display() -> None:
     ("nginx latest", "whitespace"),
     ("ghcr.io/" + "a" * 260, "longer than 255"),
     ("bad_host:5000x/app", "invalid registry host"),
+    ("localhost:70716/app", "port 70716"),
+    ("registry.example:0/app:v1", "not between 1 and 65535"),
+    ("[::1]:65536/app", "port 65536"),
 ])
 def test_invalid_references_say_why(text: str, fragment: str) -> None:
     with pytest.raises(InvalidReference) as info:
