@@ -33,9 +33,9 @@ from dataclasses import replace
 
 from canrun.checks.context import ExecContext
 from canrun.checks.exec import Judge
-from canrun.checks.process import pod_command
+from canrun.checks.process import effective_process, pod_command
 from canrun.checks.users import ALL_CAPS, Identity, effective_security, explicit_root_conflict
-from canrun.checks.volumes import VolumeMount
+from canrun.checks.volumes import MountedVolume, pod_mounts
 from canrun.findings import Finding
 from canrun.image.model import EntryType, ImageConfig
 from canrun.image.node import Node, Opaque
@@ -111,7 +111,7 @@ def _anyone(runtime: str) -> Identity:
 def _decided_in_volume(res: Resolution) -> bool:
     """The lookup failed or ended inside a configMap/secret/projected/downwardAPI volume, not in the image."""
     if res.outcome == ENOENT:
-        return isinstance(res.mount, VolumeMount) and res.mount.known
+        return isinstance(res.mount, MountedVolume) and res.mount.known
     if res.outcome == ENOTDIR:
         return res.blocker is not None and res.blocker.volume is not None
     if res.outcome == OK and res.node is not None and res.node.volume is not None:
@@ -133,14 +133,15 @@ def command_in_volume(container: Container, pod: PodSpec, node: Platform, runtim
     if not argv0.startswith("/") and not (container.working_dir or "").startswith("/"):
         return []  # relative to the image's WorkingDir, which is unknown
     fs = UnknownImageFS()
+    mounts = pod_mounts(pod, container, fs)
+    fs.add_mount_points(m.path for m in mounts)
     ctx = ExecContext(container=container, pod=pod, config=ImageConfig(), fs=fs, node=node, image_platform=node,
                       runtime=runtime)
-    fs.add_mount_points(m.path for m in ctx.mounts.mounts)
-    process, _ = ctx.process
+    process, _ = effective_process(container, ctx.config)
     if process is None:
         return []
     anyone = _anyone(runtime)
-    judge = _ImagelessJudge(ctx, process, anyone, anyone.creds)
+    judge = _ImagelessJudge(ctx, process, anyone, anyone.creds, mounts)
     res = judge.resolve(argv0)
     if not _decided_in_volume(res):
         return []
