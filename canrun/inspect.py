@@ -16,8 +16,9 @@ from typing import Any
 
 from canrun.checks.context import ExecContext
 from canrun.checks.exec import MAX_INTERP_DEPTH, judge_command
-from canrun.checks.process import Process
-from canrun.checks.users import Identity
+from canrun.checks.process import Process, effective_process
+from canrun.checks.users import Identity, resolve_identity
+from canrun.checks.volumes import pod_mounts
 from canrun.errors import UsageError
 from canrun.findings import Finding, Severity
 from canrun.image.fs import OK, MergedFS, Node, Resolution, permission
@@ -151,7 +152,7 @@ def _step(role: str, path: str, res: Resolution, fs: MergedFS) -> Step:
 def trace(ctx: ExecContext, path: str, process: Process, identity: Identity) -> list[Step]:
     """The resolutions execve would make for ``path``: the command, its PATH candidates, interpreters, loader."""
     fs = ctx.fs
-    mounts = ctx.mounts.as_mounts()
+    mounts = pod_mounts(ctx.pod, ctx.container, fs)
 
     def resolve(p: str) -> Resolution:
         return fs.resolve(p, process.cwd, creds=identity.creds, mounts=mounts)
@@ -228,8 +229,8 @@ async def inspect_image(engine: Any, image: str, platform: Platform, *, paths: l
     container = Container(name="inspect", image=image, security_context=sc)
     ctx = ExecContext(container=container, pod=PodSpec(containers=(container,)), config=config, fs=fs,
                       node=platform, image_platform=config.platform or platform, runtime=result.runtime)
-    process, process_notes = ctx.process
-    identity, user_findings = ctx.identity
+    process, process_notes = effective_process(container, config)
+    identity, user_findings = resolve_identity(ctx.pod, container, config.user, fs, result.runtime)
     result.findings = list(process_notes) + list(user_findings)
     if process is not None:
         result.process = {"argv": list(process.argv), "origin": process.origin, "cwd": process.cwd,
@@ -248,7 +249,7 @@ async def inspect_image(engine: Any, image: str, platform: Platform, *, paths: l
     for target in targets:
         judged = replace(process, argv=(target,), origin="--path") if paths else process
         steps = trace(ctx, target, judged, identity)
-        findings = judge_command(ctx, target, judged, identity)
+        findings = judge_command(ctx, target, judged, identity, pod_mounts(ctx.pod, container, fs))
         result.paths.append(PathReport(target, steps, findings))
     return result
 

@@ -22,18 +22,20 @@ specific to the case.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from canrun.checks.context import ExecContext
 from canrun.checks.process import Process
 from canrun.checks.users import Identity, effective_security, prefixed_capabilities
-from canrun.checks.volumes import VolumeMount, volume_hint
+from canrun.checks.volumes import MountedVolume, volume_hint
 from canrun.findings import Finding, Severity, finding
 from canrun.image.binary import INTERP_BEYOND_HEAD
-from canrun.image.fs import (
+from canrun.image.node import Node
+from canrun.image.walk import (
     CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS, OK, UNKNOWN, Credentials,
-    Node, Resolution, permission,
+    Mount, Resolution, permission,
 )
 from canrun.image.model import ElfInfo, EntryType, ScriptInfo, UnknownFormat
 from canrun.platform import elf_machine_name
@@ -70,13 +72,11 @@ class Judge:
     process: Process
     identity: Identity
     creds: Credentials
+    mounts: Sequence[Mount]
     findings: list[Finding] = field(default_factory=list)
     #: Facts for the mislabeled-image note: the ELF that would finally run.
     final_elf: ElfInfo | None = None
     final_path: str | None = None
-
-    def __post_init__(self) -> None:
-        self.mounts = self.ctx.mounts.as_mounts()
 
     # ---------------------------------------------------------------- helpers
     def resolve(self, path: str) -> Resolution:
@@ -111,7 +111,7 @@ class Judge:
         removed = self.ctx.fs.removed_by(missing) if missing else None
         if removed is not None:
             text += f" (deleted by {self.ctx.layer_label(removed)})"
-        if res.mount is not None and isinstance(res.mount, VolumeMount):
+        if res.mount is not None and isinstance(res.mount, MountedVolume):
             text += f" (in the {res.mount.describe()}, which replaces the image's {res.mount.path})"
         return text
 
@@ -226,7 +226,7 @@ class Judge:
                      f"execve fails with permission denied", **self.evidence_of(res))
             return
         allowed, _ = permission(node, self.creds)
-        mount = res.mount if isinstance(res.mount, VolumeMount) else None
+        mount = res.mount if isinstance(res.mount, MountedVolume) else None
         if not allowed:
             self.not_executable(res, node, what, mount)
             return
@@ -249,7 +249,7 @@ class Judge:
         else:
             self.add("not-verified", f"{what} has no readable exec header in the index", **self.evidence_of(res))
 
-    def not_executable(self, res: Resolution, node: Node, what: str, mount: VolumeMount | None) -> None:
+    def not_executable(self, res: Resolution, node: Node, what: str, mount: MountedVolume | None) -> None:
         if not node.mode & 0o111:
             why = "no execute bit at all"
         elif self.creds.uid == node.uid:
@@ -420,7 +420,7 @@ def _via_short(res: Resolution) -> str:
 
 
 def _mount_desc(res: Resolution) -> str:
-    if isinstance(res.mount, VolumeMount):
+    if isinstance(res.mount, MountedVolume):
         return res.mount.describe()
     return "a volume"
 
@@ -446,15 +446,16 @@ def _errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity is Severity.ERROR and f.rule in _BLOCKING]
 
 
-def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Identity) -> list[Finding]:
+def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Identity,
+                  mounts: Sequence[Mount]) -> list[Finding]:
     """Findings for exec'ing ``argv0`` as ``identity``, including where the verdict hangs on CAP_DAC_OVERRIDE."""
-    judge = Judge(ctx, process, identity, identity.creds)
+    judge = Judge(ctx, process, identity, identity.creds, mounts)
     judge.run(argv0)
     found = judge.findings
     errors = _errors(found)
     dac = (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)
     if identity.uid != 0 and not errors and any(c in identity.creds.caps for c in dac):
-        without = Judge(ctx, process, identity, identity.creds.without(*dac))
+        without = Judge(ctx, process, identity, identity.creds.without(*dac), mounts)
         without.run(argv0)
         denied = [f for f in _errors(without.findings) if f.rule in ("command-not-executable", "command-not-found")]
         if denied:
@@ -472,7 +473,7 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
                 hint=f.hint,
                 evidence={**f.evidence, "hangs_on": "CAP_DAC_OVERRIDE"}))
     elif identity.uid != 0 and errors and CAP_DAC_OVERRIDE not in identity.creds.caps:
-        withcap = Judge(ctx, process, identity, identity.creds.with_caps(CAP_DAC_OVERRIDE))
+        withcap = Judge(ctx, process, identity, identity.creds.with_caps(CAP_DAC_OVERRIDE), mounts)
         withcap.run(argv0)
         if not _errors(withcap.findings):
             reason = ("Docker (cri-dockerd) clears the capabilities of non-root users"
@@ -494,13 +495,11 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
     return found
 
 
-def check_exec(ctx: ExecContext) -> list[Finding]:
-    process, _ = ctx.process
-    identity, _ = ctx.identity
-    if process is None or identity is None or process.unknown_vars and any(
-            f"$({v})" in process.argv[0] for v in process.unknown_vars):
+def check_exec(ctx: ExecContext, process: Process, identity: Identity, mounts: Sequence[Mount]) -> list[Finding]:
+    """runc's lookup and the kernel's execve of the process's argv[0], with ``mounts`` over the image."""
+    if process.unknown_vars and any(f"$({v})" in process.argv[0] for v in process.unknown_vars):
         return []
-    return judge_command(ctx, process.argv[0], process, identity)
+    return judge_command(ctx, process.argv[0], process, identity, mounts)
 
 
 __all__ = ["MAX_INTERP_DEPTH", "check_exec", "judge_command"]

@@ -13,7 +13,7 @@ image holds can change them:
   has no execute bit at all (EACCES even with CAP_DAC_OVERRIDE, exit 126), a
   directory (126), or a name the volume does not project (ENOENT, 127).
 
-The command is walked by the real path walker (``MergedFS.resolve``) with the
+The command is walked by the real path walker (``image/walk.resolve``) with the
 pod's volume mounts, over ``UnknownImageFS``: an image about which nothing is
 known but that it has a root directory and the directories leading to mount
 points (runc creates them when the image lacks them).  Every other image path
@@ -28,17 +28,18 @@ interpreter, loader, exec-format or PATH verdicts come from this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 
 from canrun.checks.context import ExecContext
 from canrun.checks.exec import Judge
-from canrun.checks.process import pod_command
+from canrun.checks.process import effective_process, pod_command
 from canrun.checks.users import ALL_CAPS, Identity, effective_security, explicit_root_conflict
-from canrun.checks.volumes import VolumeMount
+from canrun.checks.volumes import MountedVolume, pod_mounts
 from canrun.findings import Finding
-from canrun.image.fs import ENOENT, ENOTDIR, OK, Credentials, MergedFS, Node, Opaque, Resolution
-from canrun.image.model import EntryType, ImageConfig, LayerIndex
+from canrun.image.model import EntryType, ImageConfig
+from canrun.image.node import Node, Opaque
+from canrun.image.walk import ENOENT, ENOTDIR, OK, Credentials, Resolution, RootView
 from canrun.platform import Platform
 from canrun.spec import Container, PodSpec
 
@@ -49,41 +50,22 @@ IMAGE_INDEPENDENT = "the image could not be read, but this verdict does not depe
 _RULES = ("command-not-found", "command-not-executable")
 
 
-class _UnknownNodes(Mapping[str, "Node | Opaque"]):
-    """The node table of an unread image: the root and mount-point parents are directories, the rest is Opaque."""
-
-    def __init__(self, dirs: set[str]) -> None:
-        self._dirs = dirs
-        self._opaque = Opaque("the image could not be read, so its content is unknown")
-
-    def __getitem__(self, path: str) -> Node | Opaque:
-        if path == "/" or path in self._dirs:
-            return Node(path, EntryType.DIR, 0o755)
-        return self._opaque
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(["/", *sorted(self._dirs)])
-
-    def __len__(self) -> int:
-        return 1 + len(self._dirs)
-
-
-class UnknownImageFS(MergedFS):
-    """A root filesystem about which nothing is known: the walker gets ``Opaque`` for any image path but "/".
+class UnknownImageFS(RootView):
+    """A root filesystem about which nothing is known: ``Opaque`` for any image path but "/".
 
     The directories leading to a mount point are the exception: runc creates
     them (root-owned 0755) when the image lacks them, and if the image has them
     as something else the mount fails or follows them to the same place, so a
-    verdict reached inside the volume stands either way.
+    verdict reached inside the volume stands either way.  Which image paths are
+    symlinks is unknown, so ``real_path`` only normalises (runc and execve
+    follow the same ones).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mount_points: Iterable[str] = ()) -> None:
+        self.layer_digests: list[str] = []
         self._dirs: set[str] = set()
-        self._nodes = _UnknownNodes(self._dirs)  # type: ignore[assignment]
-        self._children = {}
-        self._files = {}
-        self._removed = {}
-        self.layer_digests = []
+        self._opaque = Opaque("the image could not be read, so its content is unknown")
+        self.add_mount_points(mount_points)
 
     def add_mount_points(self, paths: Iterable[str]) -> None:
         """Make the parents of these mount points directories (the mount points themselves are the mounts')."""
@@ -93,19 +75,19 @@ class UnknownImageFS(MergedFS):
                 current = current.rsplit("/", 1)[0] or "/"
                 self._dirs.add(current)
 
-    def real_path(self, path: str) -> str:
-        """Only normalised: which image paths are symlinks is unknown (runc and execve follow the same ones)."""
-        parts: list[str] = []
-        for name in path.split("/"):
-            if name == "..":
-                if parts:
-                    parts.pop()
-            elif name and name != ".":
-                parts.append(name)
-        return "/" + "/".join(parts)
+    def node(self, path: str) -> Node | Opaque | None:
+        if path == "/" or path in self._dirs:
+            return Node(path, EntryType.DIR, 0o755)
+        return self._opaque
 
-    def apply(self, layer: LayerIndex, number: int | None = None) -> None:
-        raise TypeError("an unknown image has no layers to apply")
+    def children(self, path: str) -> list[str]:
+        return []
+
+    def removed_by(self, path: str) -> int | None:
+        return None
+
+    def kept_bytes(self, path: str) -> bytes | None:
+        return None
 
 
 class _ImagelessJudge(Judge):
@@ -129,7 +111,7 @@ def _anyone(runtime: str) -> Identity:
 def _decided_in_volume(res: Resolution) -> bool:
     """The lookup failed or ended inside a configMap/secret/projected/downwardAPI volume, not in the image."""
     if res.outcome == ENOENT:
-        return isinstance(res.mount, VolumeMount) and res.mount.known
+        return isinstance(res.mount, MountedVolume) and res.mount.known
     if res.outcome == ENOTDIR:
         return res.blocker is not None and res.blocker.volume is not None
     if res.outcome == OK and res.node is not None and res.node.volume is not None:
@@ -151,14 +133,15 @@ def command_in_volume(container: Container, pod: PodSpec, node: Platform, runtim
     if not argv0.startswith("/") and not (container.working_dir or "").startswith("/"):
         return []  # relative to the image's WorkingDir, which is unknown
     fs = UnknownImageFS()
+    mounts = pod_mounts(pod, container, fs)
+    fs.add_mount_points(m.path for m in mounts)
     ctx = ExecContext(container=container, pod=pod, config=ImageConfig(), fs=fs, node=node, image_platform=node,
                       runtime=runtime)
-    fs.add_mount_points(m.path for m in ctx.mounts.mounts)
-    process, _ = ctx.process
+    process, _ = effective_process(container, ctx.config)
     if process is None:
         return []
     anyone = _anyone(runtime)
-    judge = _ImagelessJudge(ctx, process, anyone, anyone.creds)
+    judge = _ImagelessJudge(ctx, process, anyone, anyone.creds, mounts)
     res = judge.resolve(argv0)
     if not _decided_in_volume(res):
         return []

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canrun.checks.context import ExecContext
 from canrun.findings import Finding, finding
-from canrun.image.fs import CAP_DAC_OVERRIDE, Credentials
 from canrun.image.users import ImageUser, UserDB
+from canrun.image.walk import CAP_DAC_OVERRIDE, Credentials, RootView
 from canrun.spec import Container, PodSpec, SecurityContext
 
 #: containerd's (CRI) default capability set.
@@ -159,11 +158,15 @@ def explicit_root_conflict(sec: EffectiveSecurity) -> Finding | None:
         evidence={"run_as_user": 0})
 
 
-def resolve_identity(ctx: ExecContext) -> tuple[Identity | None, list[Finding]]:
-    """The identity the container runs as, or None (with a user-not-found finding) if it cannot start."""
-    sec = effective_security(ctx.pod, ctx.container)
-    image_user = ImageUser.parse(ctx.config.user)
-    db = UserDB.from_fs(ctx.fs)
+def resolve_identity(pod: PodSpec, container: Container, user: str, fs: RootView,
+                     runtime: str) -> tuple[Identity | None, list[Finding]]:
+    """The identity the container runs as, or None (with a user-not-found finding) if it cannot start.
+
+    ``user`` is the image config's USER; ``fs`` the image's root, for /etc/passwd and /etc/group.
+    """
+    sec = effective_security(pod, container)
+    image_user = ImageUser.parse(user)
+    db = UserDB.from_fs(fs)
     found: list[Finding] = []
 
     # runAsNonRoot is verified by the kubelet before the runtime reads any passwd file.
@@ -221,10 +224,10 @@ def resolve_identity(ctx: ExecContext) -> tuple[Identity | None, list[Finding]]:
     if sec.fs_group is not None:
         groups.append(sec.fs_group)
     group_tuple = tuple(dict.fromkeys([gid, *groups]))
-    caps = capabilities(ctx.runtime, sec.capabilities_add, sec.capabilities_drop)
-    effective = caps if (uid == 0 or ctx.runtime != "docker") else frozenset()
+    caps = capabilities(runtime, sec.capabilities_add, sec.capabilities_drop)
+    effective = caps if (uid == 0 or runtime != "docker") else frozenset()
     creds = Credentials(uid=uid, gid=gid, groups=frozenset(group_tuple), caps=effective)
-    return Identity(uid, gid, group_tuple, username, caps, creds, source, ctx.runtime), found
+    return Identity(uid, gid, group_tuple, username, caps, creds, source, runtime), found
 
 
 def _uid_hint(db: UserDB, name: str) -> str:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canrun.checks.context import ExecContext
-from canrun.image.fs import Mount, Node, Opaque
 from canrun.image.model import EntryType
-from canrun.spec import Volume, VolumeItem, VolumeKind
+from canrun.image.node import Node, Opaque
+from canrun.image.walk import RootView
+from canrun.spec import Container, PodSpec, Volume, VolumeItem, VolumeKind
 
 #: Kubernetes' default file mode for configMap/secret/projected/downwardAPI volumes.
 DEFAULT_MODE = 0o644
@@ -31,8 +31,12 @@ _KNOWN = {VolumeKind.CONFIG_MAP, VolumeKind.SECRET, VolumeKind.PROJECTED, Volume
 
 
 @dataclass
-class VolumeMount:
-    """One mounted volume (implements ``canrun.image.fs.Mount``)."""
+class MountedVolume:
+    """One volume where the process sees it (implements ``canrun.image.walk.Mount``).
+
+    Not ``spec.VolumeMount``, the pod spec's record: this is that record (or a
+    mount the runtime adds) resolved against the image and the pod's volumes.
+    """
 
     path: str
     name: str
@@ -86,42 +90,35 @@ class VolumeMount:
         return Node(self._abs(rel), EntryType.FILE, default & 0o7777, 0, self.fs_group or 0, volume=self.name)
 
 
-@dataclass
-class VolumeMounts:
-    mounts: list[VolumeMount]
-
-    @classmethod
-    def build(cls, ctx: ExecContext) -> VolumeMounts:
-        volumes = {v.name: v for v in ctx.pod.volumes}
-        fs_group = ctx.pod.security_context.fs_group if ctx.pod.security_context else None
-        mounts = [
-            VolumeMount("/proc", "proc", None, runtime_mount="procfs the runtime mounts at /proc"),
-            VolumeMount("/sys", "sysfs", None, runtime_mount="sysfs the runtime mounts at /sys"),
-            VolumeMount("/dev", "dev", None, runtime_mount="tmpfs the runtime mounts at /dev"),
-        ]
-        # files the kubelet and the runtime bind-mount into every container (0644, root-owned)
-        etc = Volume("etc-files", VolumeKind.PROJECTED,
-                     items=(VolumeItem("hosts"), VolumeItem("resolv.conf"), VolumeItem("hostname")),
-                     source="kubelet")
-        for name in ("hosts", "resolv.conf", "hostname"):
-            mounts.append(VolumeMount(ctx.fs.real_path(f"/etc/{name}"), f"etc-{name}", etc, name,
-                                      runtime_mount=f"/etc/{name} the kubelet mounts"))
-        mounts.append(VolumeMount(ctx.fs.real_path("/dev/termination-log"), "termination-log",
-                                  Volume("termination-log", VolumeKind.PROJECTED, items=(VolumeItem("log"),),
-                                         source="kubelet"), "log",
-                                  runtime_mount="/dev/termination-log the kubelet mounts"))
-        for vm in ctx.container.volume_mounts:
-            # runc resolves the mount point through the image's symlinks (securejoin)
-            path = ctx.fs.real_path(vm.mount_path)
-            mounts = [m for m in mounts if m.path != path]
-            mounts.append(VolumeMount(path, vm.name, volumes.get(vm.name), vm.sub_path or None, fs_group))
-        return cls(mounts)
-
-    def as_mounts(self) -> list[Mount]:
-        return list(self.mounts)
+def pod_mounts(pod: PodSpec, container: Container, fs: RootView) -> list[MountedVolume]:
+    """What is mounted over the image for this container: the runtime's mounts, the kubelet's files, the volumes."""
+    volumes = {v.name: v for v in pod.volumes}
+    fs_group = pod.security_context.fs_group if pod.security_context else None
+    mounts = [
+        MountedVolume("/proc", "proc", None, runtime_mount="procfs the runtime mounts at /proc"),
+        MountedVolume("/sys", "sysfs", None, runtime_mount="sysfs the runtime mounts at /sys"),
+        MountedVolume("/dev", "dev", None, runtime_mount="tmpfs the runtime mounts at /dev"),
+    ]
+    # files the kubelet and the runtime bind-mount into every container (0644, root-owned)
+    etc = Volume("etc-files", VolumeKind.PROJECTED,
+                 items=(VolumeItem("hosts"), VolumeItem("resolv.conf"), VolumeItem("hostname")),
+                 source="kubelet")
+    for name in ("hosts", "resolv.conf", "hostname"):
+        mounts.append(MountedVolume(fs.real_path(f"/etc/{name}"), f"etc-{name}", etc, name,
+                                    runtime_mount=f"/etc/{name} the kubelet mounts"))
+    mounts.append(MountedVolume(fs.real_path("/dev/termination-log"), "termination-log",
+                                Volume("termination-log", VolumeKind.PROJECTED, items=(VolumeItem("log"),),
+                                       source="kubelet"), "log",
+                                runtime_mount="/dev/termination-log the kubelet mounts"))
+    for vm in container.volume_mounts:
+        # runc resolves the mount point through the image's symlinks (securejoin)
+        path = fs.real_path(vm.mount_path)
+        mounts = [m for m in mounts if m.path != path]
+        mounts.append(MountedVolume(path, vm.name, volumes.get(vm.name), vm.sub_path or None, fs_group))
+    return mounts
 
 
-def volume_hint(node: Node, mount: VolumeMount | None) -> str:
+def volume_hint(node: Node, mount: MountedVolume | None) -> str:
     """The fix for a non-executable file that comes from a volume."""
     if mount is None or mount.volume is None:
         return "set the execute bit on the file"

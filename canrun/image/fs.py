@@ -1,4 +1,4 @@
-"""The merged root filesystem of an image, and path resolution with the kernel's rules.
+"""The merged root filesystem of an image, built from its layer indexes.
 
 ``MergedFS.from_layers`` applies layer indexes bottom-up the way containerd's
 ``archive.Apply`` unpacks them (OCI whiteout semantics):
@@ -20,216 +20,31 @@ per directory, so a whole 60k-entry image merges in a fraction of a second and
 removing a subtree costs only its size.  Every stored path is *real*: no
 stored node has a symlink or a non-directory among its ancestors.
 
-A merged view can also be *frozen* (``FrozenMergedFS``): rebuilt from the
-view cache (``image/cache.py``, keyed by platform-manifest digest) instead of
-from the layers.  Its nodes live in one packed record table and are turned
-into ``Node`` objects only when a path is looked up (and then memoised), so a
-warm check of a 60k-path image builds a few dozen nodes, not 60k.  It answers
-every read exactly as the ``MergedFS`` it was saved from; ``apply`` refuses.
-
-``MergedFS.resolve`` walks a path component by component as the kernel's
-``path_walk`` does, for a given set of credentials: search permission on every
-directory, symlinks followed inside the root (absolute targets restart at the
-root, ``..`` stops at it), at most 40 symlinks per lookup (ELOOP), ENOENT and
-ENOTDIR where the kernel says so.  It returns every hop, so ``canrun inspect``
-can show how a path was reached and the checks can say why it was not.
+This is the view *being built*; ``image/frozen.py`` holds the one loaded from
+the cache, and ``image/walk.py`` the path walk both answer.  The walker's
+names are re-exported here: ``canrun.image.fs`` is where the rest of canrun
+gets a view and what it reads from one.
 """
 
 from __future__ import annotations
 
 import gc
-import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
 
-from canrun.errors import ImageCorrupt
-from canrun.image.model import Entry, EntryType, ExecInfo, LayerIndex
-
-#: The kernel's MAXSYMLINKS: the 41st symlink of one lookup fails with ELOOP.
-MAX_SYMLINKS = 40
-#: containerd's RootPath gives up after this many links while unpacking.
-_ROOTPATH_MAX_LINKS = 255
-
-# Capability names (without the CAP_ prefix) that bypass discretionary access checks.
-CAP_DAC_OVERRIDE = "DAC_OVERRIDE"
-CAP_DAC_READ_SEARCH = "DAC_READ_SEARCH"
-
-#: ``Node.layer`` of nodes nobody's layer created (the root, implied parents, volume content).
-NO_LAYER = -1
+from canrun.image.frozen import FrozenMergedFS, FrozenNodes
+from canrun.image.model import Entry, EntryType, LayerIndex
+from canrun.image.node import NO_LAYER, Node, Opaque, components, join, parent_of
+from canrun.image.walk import (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS,
+                               OK, ROOT, UNKNOWN, Credentials, Hop, Mount, Resolution, RootView, Tree, permission,
+                               removed_by, root_path)
 
 _FILE, _DIR, _SYMLINK, _HARDLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK, EntryType.HARDLINK
 _WHITEOUT, _OPAQUE = EntryType.WHITEOUT, EntryType.OPAQUE
+_parent, _join, _split = parent_of, join, components
 
 
-@dataclass(slots=True)
-class Node:
-    """One inode of the merged view, at its real path.
-
-    ``layer`` is the 0-based index of the layer that last wrote it (NO_LAYER for
-    implied directories); ``hardlink`` the path it was hardlinked from, if any;
-    ``volume`` names the pod volume it comes from when a check overlays mounts.
-    """
-
-    path: str
-    type: EntryType
-    mode: int = 0o755
-    uid: int = 0
-    gid: int = 0
-    size: int = 0
-    link: str | None = None
-    exec: ExecInfo | None = None
-    layer: int = NO_LAYER
-    hardlink: str | None = None
-    volume: str | None = None
-
-    @property
-    def is_dir(self) -> bool:
-        return self.type is _DIR
-
-    @property
-    def mode_octal(self) -> str:
-        return f"{self.mode & 0o7777:04o}"
-
-    @property
-    def owner(self) -> str:
-        return f"{self.uid}:{self.gid}"
-
-
-class Opaque:
-    """What a mount answers for content canrun cannot see (emptyDir, PVC, hostPath …)."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class Mount(Protocol):
-    """Something mounted over the image at ``path`` (a pod volume, a runtime tmpfs)."""
-
-    path: str
-    name: str
-
-    def node(self, rel: str) -> Node | Opaque | None:
-        """The node at ``rel`` inside the mount ("" is the mount root), Opaque if unknowable, None if absent."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Who walks and execs: the process's fsuid/fsgid, supplementary groups and effective capabilities."""
-
-    uid: int = 0
-    gid: int = 0
-    groups: frozenset[int] = frozenset()
-    caps: frozenset[str] = frozenset({CAP_DAC_OVERRIDE})
-
-    def in_group(self, gid: int) -> bool:
-        return gid == self.gid or gid in self.groups
-
-    def without(self, *caps: str) -> Credentials:
-        return Credentials(self.uid, self.gid, self.groups, self.caps - set(caps))
-
-    def with_caps(self, *caps: str) -> Credentials:
-        return Credentials(self.uid, self.gid, self.groups, self.caps | set(caps))
-
-    def describe(self) -> str:
-        groups = sorted(self.groups - {self.gid})
-        extra = f" groups {','.join(map(str, groups))}" if groups else ""
-        return f"uid {self.uid} gid {self.gid}{extra}"
-
-
-ROOT = Credentials()
-
-MAY_EXEC = 1
-
-
-def permission(node: Node, creds: Credentials, *, exec_: bool = True) -> tuple[bool, bool]:
-    """The kernel's ``generic_permission`` for MAY_EXEC (search on directories, execute on files).
-
-    Exactly one class applies: owner if the uid matches, else group if any of
-    the process's gids matches, else other.  Returns (allowed, allowed_only_by_a_capability).
-    CAP_DAC_OVERRIDE grants search on any directory and exec on a file with
-    *any* x bit; CAP_DAC_READ_SEARCH grants search on directories.
-    """
-    mode = node.mode
-    if creds.uid == node.uid:
-        bits = (mode >> 6) & 7
-    elif creds.in_group(node.gid):
-        bits = (mode >> 3) & 7
-    else:
-        bits = mode & 7
-    if bits & MAY_EXEC:
-        return True, False
-    caps = creds.caps
-    if node.type is _DIR:
-        if CAP_DAC_OVERRIDE in caps or CAP_DAC_READ_SEARCH in caps:
-            return True, True
-        return False, False
-    if CAP_DAC_OVERRIDE in caps and mode & 0o111:
-        return True, True
-    return False, False
-
-
-@dataclass(frozen=True)
-class Hop:
-    """One symlink followed: the link's real path and its raw target."""
-
-    link: str
-    target: str
-
-
-#: Outcomes of a resolution, named after the errno the kernel would return.
-OK, ENOENT, ENOTDIR, ELOOP, EACCES, UNKNOWN = "ok", "ENOENT", "ENOTDIR", "ELOOP", "EACCES", "UNKNOWN"
-
-
-@dataclass
-class Resolution:
-    """How a path resolved: the final node or the errno, with every symlink hop on the way."""
-
-    path: str
-    cwd: str
-    outcome: str
-    #: Real path reached (for failures: the path that failed: the missing name, the unsearchable dir …).
-    real: str
-    node: Node | None = None
-    hops: list[Hop] = field(default_factory=list)
-    #: The directory whose search permission was refused (EACCES), or the non-directory (ENOTDIR).
-    blocker: Node | None = None
-    #: The mount that made the outcome UNKNOWN (or that the final node comes from).
-    mount: Mount | None = None
-    opaque_reason: str | None = None
-    #: Some directory was searchable only through CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH.
-    used_capability: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == OK
-
-
-def _parent(path: str) -> str:
-    i = path.rfind("/")
-    return path[:i] if i > 0 else "/"
-
-
-def _join(parent: str, name: str) -> str:
-    return "/" + name if parent == "/" else parent + "/" + name
-
-
-def _ancestors(path: str) -> list[str]:
-    out = []
-    while path != "/":
-        path = _parent(path)
-        out.append(path)
-    return out
-
-
-def _split(path: str) -> list[str]:
-    return [p for p in path.split("/") if p]
-
-
-class MergedFS:
-    """The image's root filesystem after every layer is applied."""
+class MergedFS(RootView):
+    """The image's root filesystem after every layer is applied: the view being built."""
 
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {"/": Node("/", _DIR, 0o755)}
@@ -361,42 +176,27 @@ class MergedFS:
                         stack.append(child)
 
     def _root_path(self, path: str) -> str:
-        """containerd's ``fs.RootPath``: follow symlinks that exist, keep missing components literally."""
-        nodes = self._nodes
-        if path in nodes and nodes[path].type is _DIR:
-            return path
-        pending = _split(path)
-        pending.reverse()
-        current = "/"
-        links = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                current = _parent(current)
-                continue
-            child = _join(current, name)
-            node = nodes.get(child)
-            if node is not None and node.type is _SYMLINK:
-                links += 1
-                if links > _ROOTPATH_MAX_LINKS:
-                    return child
-                target = node.link or ""
-                parts = _split(target)
-                parts.reverse()
-                pending.extend(parts)
-                if target.startswith("/"):
-                    current = "/"
-                continue
-            current = child
-        return current
+        """containerd's ``fs.RootPath`` over what is merged so far."""
+        return root_path(self._nodes.get, path)
 
     def _hardlink_path(self, link: str) -> str:
         """The hardlink target: its parent through symlinks, its last component as is (link(2) does not follow)."""
         return _join(self._root_path(_parent(link)), link.rsplit("/", 1)[1]) if link != "/" else "/"
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ Tree
+    def node(self, path: str) -> Node | Opaque | None:
+        return self._nodes.get(path)
+
+    def children(self, path: str) -> list[str]:
+        return sorted(self._children.get(path, ()))
+
+    def removed_by(self, path: str) -> int | None:
+        return removed_by(self._removed, path)
+
+    def kept_bytes(self, path: str) -> bytes | None:
+        return self._files.get(path)
+
+    # ------------------------------------------------------------------ what the cache and inspect read
     def nodes(self) -> Iterable[Node]:
         """Every node, in ``paths()`` order (what the view cache saves)."""
         return self._nodes.values()
@@ -415,275 +215,12 @@ class MergedFS:
     def __contains__(self, path: object) -> bool:
         return path in self._nodes
 
-    def lookup(self, path: str) -> Node | None:
-        """The node stored at a real path (no link following, no permission checks)."""
-        return self._nodes.get(path if path == "/" else "/" + "/".join(_split(path)))
-
-    def children(self, path: str) -> list[str]:
-        return sorted(self._children.get(path, ()))
-
     def paths(self) -> Iterable[str]:
         return self._nodes.keys()
-
-    def real_path(self, path: str) -> str:
-        """The path with every existing symlink followed inside the root (missing parts kept)."""
-        return self._root_path("/" + "/".join(_split(path)))
-
-    def removed_by(self, path: str) -> int | None:
-        """The 0-based layer whose whiteout deleted ``path`` (or one of its ancestors), if one did."""
-        current = path
-        while True:
-            layer = self._removed.get(current)
-            if layer is not None:
-                return layer
-            if current == "/":
-                return None
-            current = _parent(current)
-
-    def file(self, path: str) -> bytes | None:
-        """Contents of a KEPT_FILES file (``/etc/passwd``, ``/etc/group``), following symlinks."""
-        res = self.resolve(path)
-        if not res.ok or res.node is None or res.node.type is not _FILE:
-            return None
-        return self._files.get(res.node.path)
-
-    def resolve(self, path: str, cwd: str = "/", *, creds: Credentials = ROOT, follow: bool = True,
-                mounts: Sequence[Mount] = ()) -> Resolution:
-        """Walk ``path`` as the kernel does for ``creds``, with ``mounts`` laid over the image."""
-        return _Walker(self, creds, mounts).walk(path, cwd, follow)
-
-
-#: One node of a frozen view: type code (index in ``NODE_TYPES``), flags (``NODE_HAS_*``), mode, uid, gid,
-#: size, layer, index into the links, into the hardlink origins (0 when the flag is unset).  Shared with
-#: image/cache.py, which writes the table.
-NODE_RECORD = struct.Struct("<BBHQQQiII")
-NODE_TYPES: tuple[EntryType, ...] = tuple(EntryType)
-NODE_HAS_LINK, NODE_HAS_HARDLINK, NODE_HAS_EXEC = 1, 2, 4
-
-
-class FrozenNodes(Mapping[str, Node]):
-    """Read-only ``path -> Node`` over a packed record table; nodes are built on first access and memoised.
-
-    ``paths[i]`` is described by record ``i`` of ``records`` (``NODE_RECORD``);
-    ``load_execs`` returns {record index: ExecInfo} and is called at most once,
-    when the first node with an exec header is built.  The path index is one
-    dict built from the path list (a few ms for 60k paths); memoising keeps
-    node identity stable (``lookup(p) is lookup(p)``) as a plain dict does.
-    """
-
-    __slots__ = ("_paths", "_index", "_records", "_links", "_hardlinks", "_load_execs", "_execs", "_memo")
-
-    def __init__(self, paths: list[str], records: bytes, links: Sequence[str], hardlinks: Sequence[str],
-                 load_execs: Callable[[], Mapping[int, ExecInfo]]) -> None:
-        if len(records) != len(paths) * NODE_RECORD.size:
-            raise ValueError("the record table does not match the path list")
-        self._paths = paths
-        self._index: dict[str, int] = dict(zip(paths, range(len(paths))))
-        if len(self._index) != len(paths):
-            raise ValueError("duplicate paths")
-        self._records = records
-        self._links = links
-        self._hardlinks = hardlinks
-        self._load_execs = load_execs
-        self._execs: Mapping[int, ExecInfo] | None = None
-        self._memo: dict[str, Node] = {}
-
-    def _build(self, i: int, path: str) -> Node:
-        code, flags, mode, uid, gid, size, layer, link, hardlink = NODE_RECORD.unpack_from(self._records,
-                                                                                          i * NODE_RECORD.size)
-        try:
-            exec_info = None
-            if flags & NODE_HAS_EXEC:
-                if self._execs is None:
-                    self._execs = self._load_execs()
-                exec_info = self._execs[i]
-            return Node(path, NODE_TYPES[code], mode, uid, gid, size,
-                        self._links[link] if flags & NODE_HAS_LINK else None, exec_info, layer,
-                        self._hardlinks[hardlink] if flags & NODE_HAS_HARDLINK else None)
-        except (IndexError, KeyError, ValueError) as exc:
-            # The cache checks its file whole (zstd checksum, table sizes) before this runs, so only a
-            # file forged to pass those gets here; name it rather than fail with a traceback.
-            raise ImageCorrupt(f"the cached merged view holds a broken record for {path!r} ({exc!r}); "
-                               "delete the canrun cache directory") from exc
-
-    def get(self, path: str, default: Node | None = None) -> Node | None:  # type: ignore[override]
-        node = self._memo.get(path)
-        if node is not None:
-            return node
-        i = self._index.get(path)
-        if i is None:
-            return default
-        node = self._memo[path] = self._build(i, path)
-        return node
-
-    def __getitem__(self, path: str) -> Node:
-        node = self.get(path)
-        if node is None:
-            raise KeyError(path)
-        return node
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._index
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._paths)
-
-    def keys(self):  # type: ignore[no-untyped-def, override]
-        return self._index.keys()
-
-    def values(self):  # type: ignore[no-untyped-def, override]
-        return (self[p] for p in self._paths)
-
-
-class FrozenMergedFS(MergedFS):
-    """A merged view loaded from the view cache: every read of ``MergedFS``, no ``apply``.
-
-    Built by ``image/cache.decode_view``.  Directory listings (``children``)
-    are derived from the path list on first use; nothing else is precomputed.
-    """
-
-    def __init__(self, nodes: FrozenNodes, files: Mapping[str, bytes], removed: Mapping[str, int],
-                 layer_digests: Sequence[str]) -> None:
-        if "/" not in nodes:
-            raise ValueError("a merged view without a root")
-        self._nodes = nodes  # type: ignore[assignment]
-        self._files = dict(files)
-        self._removed = dict(removed)
-        self.layer_digests = list(layer_digests)
-        self._listing: dict[str, list[str]] | None = None
-
-    def apply(self, layer: LayerIndex, number: int | None = None) -> None:
-        raise TypeError("this merged view was loaded from the view cache and is read-only; "
-                        "build a MergedFS with MergedFS.from_layers to apply layers")
-
-    def children(self, path: str) -> list[str]:
-        if self._listing is None:
-            listing: dict[str, list[str]] = {}
-            for p in self._nodes:
-                if p != "/":
-                    cut = p.rfind("/")
-                    listing.setdefault(p[:cut] if cut > 0 else "/", []).append(p[cut + 1:])
-            self._listing = listing
-        return sorted(self._listing.get(path, ()))
-
-
-class _Walker:
-    """One path lookup (state for ``MergedFS.resolve``)."""
-
-    def __init__(self, fs: MergedFS, creds: Credentials, mounts: Sequence[Mount]) -> None:
-        self.fs = fs
-        self.creds = creds
-        self.mounts = sorted(mounts, key=lambda m: len(m.path), reverse=True)
-        self._mount_dirs: set[str] = set()
-        for m in self.mounts:
-            current = m.path
-            while current != "/":
-                current = _parent(current)
-                self._mount_dirs.add(current)
-
-    def node_at(self, path: str) -> tuple[Node | Opaque | None, Mount | None]:
-        for m in self.mounts:
-            if path == m.path:
-                return m.node(""), m
-            if path.startswith(m.path + "/") or m.path == "/":
-                return m.node(path[len(m.path) + 1:] if m.path != "/" else path[1:]), m
-        node = self.fs._nodes.get(path)
-        if node is None and path in self._mount_dirs:
-            # runc creates missing mount points (and their parents) as root-owned directories
-            return Node(path, _DIR, 0o755), None
-        return node, None
-
-    def walk(self, path: str, cwd: str, follow: bool) -> Resolution:
-        res = Resolution(path=path, cwd=cwd, outcome=OK, real="/")
-        if not path:
-            res.outcome, res.real = ENOENT, ""
-            return res
-        trailing_slash = path.endswith("/")
-        if path.startswith("/"):
-            current = "/"
-        else:
-            base = self.walk(cwd or "/", "/", True)
-            if base.outcome == ENOENT:
-                # runc creates a missing working directory (root-owned 0755) before it execs
-                current = "/" + "/".join(_split(cwd))
-                self._mount_dirs.add(current)
-                for ancestor in _ancestors(current):
-                    self._mount_dirs.add(ancestor)
-            elif not base.ok:
-                base.path, base.cwd = path, cwd
-                return base
-            else:
-                current = base.real
-                res.used_capability = base.used_capability
-        pending = _split(path)
-        pending.reverse()
-        links = 0
-        current_node, _ = self.node_at(current)
-        while pending:
-            name = pending.pop()
-            # may_lookup: search permission on the directory we are in
-            if isinstance(current_node, Node):
-                allowed, by_cap = permission(current_node, self.creds)
-                if not allowed:
-                    res.outcome, res.real, res.blocker = EACCES, current, current_node
-                    return res
-                res.used_capability |= by_cap
-            if name == ".":
-                continue
-            if name == "..":
-                current = _parent(current)
-                current_node, _ = self.node_at(current)
-                continue
-            child = _join(current, name)
-            node, mount = self.node_at(child)
-            if isinstance(node, Opaque):
-                res.outcome, res.real, res.mount, res.opaque_reason = UNKNOWN, child, mount, node.reason
-                return res
-            if node is None:
-                res.outcome, res.real, res.mount = ENOENT, child, mount
-                return res
-            last = not pending
-            if node.type is _SYMLINK and (not last or follow or trailing_slash):
-                links += 1
-                if links > MAX_SYMLINKS:
-                    res.outcome, res.real = ELOOP, child
-                    return res
-                target = node.link or ""
-                res.hops.append(Hop(child, target))
-                if not target:
-                    res.outcome, res.real = ENOENT, child
-                    return res
-                parts = _split(target)
-                parts.reverse()
-                pending.extend(parts)
-                if target.startswith("/"):
-                    current = "/"
-                    current_node, _ = self.node_at("/")
-                continue
-            if not last and node.type is not _DIR:
-                res.outcome, res.real, res.blocker = ENOTDIR, child, node
-                return res
-            current, current_node = child, node
-            res.mount = mount
-        if trailing_slash and isinstance(current_node, Node) and current_node.type is not _DIR:
-            res.outcome, res.real, res.blocker = ENOTDIR, current, current_node
-            return res
-        res.real = current
-        res.node = current_node if isinstance(current_node, Node) else None
-        return res
-
-
-def describe_node(node: Node) -> str:
-    """``0755 0:0 file`` — the facts a message about a node needs."""
-    kind = {"file": "file", "dir": "directory", "symlink": "symlink"}.get(node.type.value, node.type.value)
-    return f"{kind} {node.mode_octal} owner {node.owner}"
 
 
 __all__ = [
     "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "Credentials", "EACCES", "ELOOP", "ENOENT", "ENOTDIR",
-    "FrozenMergedFS", "FrozenNodes", "Hop", "MAX_SYMLINKS", "MergedFS", "Mount", "NODE_RECORD", "NO_LAYER", "Node",
-    "OK", "Opaque", "ROOT", "Resolution", "UNKNOWN", "describe_node", "permission",
+    "FrozenMergedFS", "FrozenNodes", "Hop", "MAX_SYMLINKS", "MergedFS", "Mount", "NO_LAYER", "Node", "OK", "Opaque",
+    "ROOT", "Resolution", "RootView", "Tree", "UNKNOWN", "permission",
 ]

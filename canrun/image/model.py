@@ -31,6 +31,11 @@ class EntryType(str, Enum):
     OPAQUE = "opaque"
 
 
+#: The type codes the cache formats store (a type's index here); append only, or bump both formats.
+ENTRY_TYPES: tuple[EntryType, ...] = tuple(EntryType)
+ENTRY_TYPE_CODES: dict[EntryType, int] = {t: i for i, t in enumerate(ENTRY_TYPES)}
+
+
 @dataclass(frozen=True, slots=True)
 class ElfInfo:
     """ELF identity of an executable: what the kernel's binfmt_elf checks before running it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from canrun.image.fs import MergedFS
+from canrun.image.walk import Tree, read_file
 
 PASSWD = "/etc/passwd"
 GROUP = "/etc/group"
@@ -75,21 +75,17 @@ class UserDB:
     passwd: tuple[PasswdEntry, ...] = ()
     group: tuple[GroupEntry, ...] = ()
     has_passwd: bool = False
-    has_group: bool = False
 
     @classmethod
-    def from_fs(cls, fs: MergedFS) -> UserDB:
-        passwd, group = fs.file(PASSWD), fs.file(GROUP)
-        return cls(tuple(parse_passwd(passwd)), tuple(parse_group(group)), passwd is not None, group is not None)
+    def from_fs(cls, fs: Tree) -> UserDB:
+        passwd, group = read_file(fs, PASSWD), read_file(fs, GROUP)
+        return cls(tuple(parse_passwd(passwd)), tuple(parse_group(group)), passwd is not None)
 
     def by_name(self, name: str) -> PasswdEntry | None:
         return next((u for u in self.passwd if u.name == name), None)
 
     def by_uid(self, uid: int) -> PasswdEntry | None:
         return next((u for u in self.passwd if u.uid == uid), None)
-
-    def group_by_name(self, name: str) -> GroupEntry | None:
-        return next((g for g in self.group if g.name == name), None)
 
     def memberships(self, username: str | None) -> tuple[int, ...]:
         """containerd's WithAdditionalGIDs: groups listing the user as a member (not its same-name group)."""

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from canrun.checks.context import ExecContext
 from canrun.checks.users import capabilities, resolve_identity
 from canrun.image.model import ImageConfig
 from canrun.image.users import ImageUser, parse_group, parse_passwd
 from canrun.spec import PodSpec, SecurityContext
 
-from .build import AMD64, GROUP, base_layer, container, layer, merged, rules, run
+from .build import GROUP, base_layer, container, layer, merged, rules, run
 
 
 def identity(user="", c=None, pod_sc=None, fs=None, runtime="containerd"):
     c = c or container(["/bin/sh"])
-    ctx = ExecContext(container=c, pod=PodSpec((c,), security_context=pod_sc), config=ImageConfig(user=user),
-                      fs=fs or merged(base_layer()), node=AMD64, image_platform=AMD64, runtime=runtime)
-    return resolve_identity(ctx)
+    return resolve_identity(PodSpec((c,), security_context=pod_sc), c, user, fs or merged(base_layer()), runtime)
 
 
 def test_parse_passwd_and_group() -> None:

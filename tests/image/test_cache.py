@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from canrun.image import cache as cache_mod
+from canrun.image import codec as cache_mod
 from canrun.image.cache import Cache, decode_index, encode_index
 from canrun.image.model import ElfInfo, Entry, EntryType, LayerIndex, ScriptInfo, UnknownFormat
 
@@ -135,11 +135,11 @@ def test_prune_drops_least_recently_used(tmp_path: Path) -> None:
     digests = ["sha256:" + f"{i:02x}" * 32 for i in range(6)]
     for i, d in enumerate(digests):
         cache.put_layer(sample(d, n=2000))
-        os.utime(cache._content_path("layers", d, ".idx"), (1000 + i, 1000 + i))
+        os.utime(cache.store.path(f"layers/sha256/{d[7:]}.idx"), (1000 + i, 1000 + i))
     cache.get_layer(digests[0])  # a read makes it recent
     size = sum(p.stat().st_size for p in (tmp_path / "layers").rglob("*.idx"))
     assert cache.prune(size // 2) > 0
-    left = {d for d in digests if cache._content_path("layers", d, ".idx").exists()}
+    left = {d for d in digests if cache.store.path(f"layers/sha256/{d[7:]}.idx").exists()}
     assert digests[0] in left and digests[1] not in left
     assert sum(p.stat().st_size for p in (tmp_path / "layers").rglob("*.idx")) <= size // 2
 
@@ -194,5 +194,5 @@ def test_concurrent_writers_never_produce_a_torn_read(tmp_path: Path) -> None:
 
 
 def test_cache_format_rejects_unknown_exec_kind(tmp_path: Path) -> None:
-    with pytest.raises(cache_mod._Corrupt):
+    with pytest.raises(cache_mod.CorruptRecord):
         cache_mod._exec_from_json([0, "macho"])

@@ -23,6 +23,7 @@ import pytest
 
 from canrun.checks import check_container
 from canrun.checks.context import ExecContext
+from canrun.checks.users import resolve_identity
 from canrun.findings import Finding, Severity
 from canrun.image.fs import MergedFS
 from canrun.image.layer import index_stream
@@ -239,7 +240,7 @@ def _verdict(fs: MergedFS, case: Case) -> tuple[list[Finding], object]:
     ctx = ExecContext(container=container, pod=pod, config=ImageConfig(), fs=fs, node=AMD64, image_platform=AMD64,
                       runtime=case.runtime)
     findings = check_container(ctx)
-    identity, _ = ctx.identity
+    identity, _ = resolve_identity(pod, container, "", fs, case.runtime)
     return findings, identity
 
 
