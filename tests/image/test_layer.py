@@ -310,7 +310,11 @@ def test_umoci_layers(umoci_image: dict) -> None:
         assert sorted(clean_path(m.name) for m in tar if clean_path(m.name) != "/") == sorted(entries)
 
     second = index_stream(chunked(blob2, 4096), digest=d2).entries
-    assert sorted((e.path, e.type) for e in second) == [
+    # umoci also records a parent directory whose mtime moved, which depends on whether the repack fell in
+    # another second than the edits: only those directories may come and go
+    dirs = {e.path for e in second if e.type is EntryType.DIR}
+    assert dirs <= {"/opt", "/opt/keep", "/usr/lib/app"}
+    assert sorted((e.path, e.type) for e in second if e.type is not EntryType.DIR) == [
         ("/opt/keep/new", EntryType.FILE),
         ("/opt/keep/old", EntryType.WHITEOUT),
         ("/usr/lib/app/gone", EntryType.WHITEOUT),
