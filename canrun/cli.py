@@ -11,16 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import sys
+import traceback
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from canrun import __version__
-from canrun.config import RUNTIMES, Settings, open_engine
-from canrun.errors import CanrunError, UsageError
+from canrun.config import add_flags, open_engine
+from canrun.settings import settings_for
+from canrun.errors import INTERNAL_LOG, CanrunError, UsageError
 from canrun.output.progress import ProgressBar
-from canrun.platform import Platform, parse_platforms
+from canrun.version import version_string
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -29,24 +31,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors share the one error path."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        # the edge prints "canrun: ..."; name the subcommand, not the program a second time
+        command = self.prog.partition(" ")[2]
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see --help)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--platform", action="append", metavar="P[,P...]",
-                   help="node platforms (os/arch[/variant]); default linux/amd64")
-    p.add_argument("--runtime", choices=RUNTIMES, default="containerd",
-                   help="container runtime model for capabilities (default: containerd)")
-    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
-                   help="talk plain HTTP to this registry host[:port] (repeatable)")
-    p.add_argument("--ca-file", type=Path, help="extra CA bundle for registry TLS")
-    p.add_argument("--docker-config", type=Path, help="docker config.json with registry credentials")
-    p.add_argument("--cache-dir", type=Path, help="cache directory (default ~/.cache/canrun or $CANRUN_CACHE_DIR)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
-    p.add_argument("--timeout", type=float, default=30.0, help="registry timeout in seconds (default 30)")
-
-
-COMMANDS = ("check", "inspect", "audit", "serve", "certs")
+COMMANDS = ("check", "inspect", "audit", "serve", "certs", "completion")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -55,9 +45,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     Each subcommand's options live beside its code (``check/``, ``audit/``,
     ``webhook/``, ``certs``), so declaring them imports that code; a warm
     ``canrun check`` must not pay for the webhook, the audit and cryptography.
+    The settings' flags come from their declarations in ``config`` (``add_flags``).
     """
     parser = _Parser(prog="canrun", description="Predict ContainerCannotRun before it happens.")
-    parser.add_argument("--version", action="version", version=f"canrun {__version__}")
+    parser.add_argument("--version", action="version", version=f"canrun {version_string()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def wanted(name: str) -> bool:
@@ -70,9 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         check.add_argument("paths", nargs="*", metavar="PATH", help="more manifests, as with -f (for pre-commit)")
         from canrun.check import command as check_command
         check_command.add_arguments(check)
-        _common(check)
-        # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
-        check.set_defaults(runtime=None, timeout=None)
+        add_flags(check, "check")
 
     inspect = sub.add_parser("inspect", help="show an image's platforms, config and how a path would exec")
     if wanted("inspect"):
@@ -81,25 +70,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                              "(repeatable; default: the image's effective command)")
         inspect.add_argument("--user", help="UID[:GID] to judge permissions for (default: the image USER)")
         inspect.add_argument("--format", choices=("text", "json"), default="text")
-        _common(inspect)
+        inspect.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an internal error")
+        add_flags(inspect, "inspect")
 
     audit = sub.add_parser("audit", help="judge every workload running in a cluster; PolicyReports, html, markdown")
     if wanted("audit"):
         from canrun.audit import command as audit_command
         audit_command.add_arguments(audit)
-        _common(audit)
+        add_flags(audit, "audit")
 
     serve = sub.add_parser("serve", help="run the validating admission webhook (HTTPS)")
     if wanted("serve"):
         from canrun.webhook import command as serve_command
         serve_command.add_arguments(serve)
-        _common(serve)
+        add_flags(serve, "serve")
 
     certs_parser = sub.add_parser("certs", help="write a CA, a serving certificate, a Secret manifest and "
                                   "the webhook caBundle for manual TLS setup")
     if wanted("certs"):
         from canrun import certs
         certs.add_arguments(certs_parser)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
+    if wanted("completion"):
+        completion.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
 
 
@@ -111,23 +105,13 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
-    defaulted = not args.platform
-    platforms = tuple(parse_platforms(args.platform)) if args.platform else (Platform("linux", "amd64"),)
-    settings = Settings(
-        platforms=platforms, runtime=args.runtime, strict=getattr(args, "strict", False),
-        insecure_registries=tuple(args.insecure_registry), ca_file=args.ca_file,
-        docker_config=args.docker_config, cache_dir=args.cache_dir, use_cache=not args.no_cache,
-        timeout=args.timeout)
-    return settings, defaulted
-
-
 async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from canrun.check import command as check_command
 
+    settings = settings_for("check", args)
     progress = ProgressBar(stderr)
     try:
-        return await check_command.run(args, stdout=stdout, stderr=stderr, progress=progress)
+        return await check_command.run(args, settings, stdout=stdout, stderr=stderr, progress=progress)
     finally:
         progress.close()
 
@@ -135,11 +119,10 @@ async def _check(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 async def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from canrun.audit import command as audit_command
 
-    settings, defaulted = _settings(args)
+    settings = settings_for("audit", args)
     progress = ProgressBar(stderr)
     try:
-        return await audit_command.run(args, settings, stdout=stdout, stderr=stderr, progress=progress,
-                                       platforms_given=not defaulted)
+        return await audit_command.run(args, settings, stdout=stdout, stderr=stderr, progress=progress)
     finally:
         progress.close()
 
@@ -147,8 +130,7 @@ async def _audit(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 async def _serve(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from canrun.webhook import command as serve_command
 
-    settings, defaulted = _settings(args)
-    return await serve_command.run_from_args(args, settings, platforms_given=not defaulted)
+    return await serve_command.run_from_args(args, settings_for("serve", args))
 
 
 async def _certs(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
@@ -160,10 +142,21 @@ async def _certs(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 async def _inspect(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from canrun.inspect import inspect_image, render_json, render_text
 
-    settings, _ = _settings(args)
+    settings = settings_for("inspect", args)
     async with open_engine(settings) as engine:
-        result = await inspect_image(engine, args.image, settings.platforms[0], paths=args.path, user=args.user)
-    stdout.write(render_json(result) if args.format == "json" else render_text(result))
+        results = [await inspect_image(engine, args.image, platform, paths=args.path, user=args.user)
+                   for platform in settings.nodes.platforms]
+    if args.format == "json":
+        stdout.write(render_json(results[0]) if len(results) == 1 else render_json(results))
+    else:
+        stdout.write("\n".join(render_text(r) for r in results))
+    return EXIT_FINDINGS if any(r.fails for r in results) else EXIT_OK
+
+
+async def _completion(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun.completion import script
+
+    stdout.write(script(args.shell, build_parser()))
     return EXIT_OK
 
 
@@ -175,9 +168,8 @@ def _one_shot_tuning() -> None:
       again: freeze what the imports made and collect the young generation rarely.
     * Layer workers release the GIL to inflate (ISA-L) and need it back briefly to
       parse each piece; with the default 5 ms switch interval they wait behind the
-      event loop's Python.  0.5 ms hands it over sooner.
-    Measured on the 68k-file benchmark image, each about 3% of a cold check.  The
-    long-running webhook keeps the defaults.
+      event loop's Python; a shorter interval hands it over sooner.
+    The long-running webhook keeps the defaults (bench/README.md has the effect of each).
     """
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
@@ -187,8 +179,8 @@ def _one_shot_tuning() -> None:
 def _run_fast(main_coroutine: Coroutine[Any, Any, int]) -> int:
     """Run a one-shot command on uvloop when it is installed (it comes with uvicorn[standard]).
 
-    A cold check streams hundreds of MB through the event loop; uvloop's I/O path
-    takes about 0.1 s off a cold check of the 68k-file benchmark image.
+    A cold check streams hundreds of MB through the event loop, and uvloop's I/O
+    path is the cheaper one (bench/README.md).
     """
     try:
         import uvloop
@@ -198,26 +190,68 @@ def _run_fast(main_coroutine: Coroutine[Any, Any, int]) -> int:
         return runner.run(main_coroutine)
 
 
+def _verbose(argv: Sequence[str]) -> bool:
+    """Whether the user asked for detail: ``-v`` or ``--log-level debug`` anywhere on the line."""
+    words = list(argv)
+    return any(w in ("-v", "--verbose", "--log-level=debug") for w in words) or any(
+        a == "--log-level" and b == "debug" for a, b in zip(words, words[1:]))
+
+
+def _message(exc: CanrunError) -> str:
+    text = str(exc)
+    return text[len("canrun: "):] if text.startswith("canrun: ") else text
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run one command.  The edge: a ``CanrunError`` is one line and exit 2, so is a bug of ours.
+
+    An exception that is not a ``CanrunError`` is a bug in canrun, not a user
+    mistake: it is reported as one ``internal error`` line (exit 2) and its
+    traceback is printed only with ``-v`` (or ``--log-level debug``).
+    """
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     one_shot_process = argv is None  # the command line itself, not a caller embedding canrun
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = _verbose(argv)
+    handler = _internal_log(stderr) if verbose else None
     try:
-        argv = sys.argv[1:] if argv is None else list(argv)
+        if not argv:
+            build_parser().print_help(stdout)
+            return EXIT_OK
         args = build_parser(_command_in(argv)).parse_args(argv)
         if one_shot_process and args.command != "serve":
             _one_shot_tuning()
         handler = {"check": _check, "inspect": _inspect, "audit": _audit, "serve": _serve,
-                   "certs": _certs}[args.command]
+                   "certs": _certs, "completion": _completion}[args.command]
         if one_shot_process and args.command != "serve":
             return _run_fast(handler(args, stdout, stderr))
         return asyncio.run(handler(args, stdout, stderr))
     except CanrunError as exc:
-        stderr.write(f"canrun: {exc}\n")
+        stderr.write(f"canrun: {_message(exc)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         stderr.write("canrun: interrupted\n")
         return 130
+    except Exception as exc:  # a bug of ours: one line, the traceback only on request
+        stderr.write(f"canrun: internal error: {type(exc).__name__}: {exc} (a bug in canrun; "
+                     f"{'the traceback follows' if verbose else 'rerun with -v for the traceback'})\n")
+        if verbose:
+            traceback.print_exception(exc, file=stderr)
+        return EXIT_USAGE
+    finally:
+        if handler is not None:
+            logging.getLogger(INTERNAL_LOG).removeHandler(handler)
+
+
+def _internal_log(stream: TextIO) -> logging.Handler:
+    """With ``-v``, the tracebacks of internal errors the engine survived (``INTERNAL_LOG``) go to stderr."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("canrun: %(message)s"))
+    logger = logging.getLogger(INTERNAL_LOG)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return handler
 
 
 if __name__ == "__main__":

@@ -1,84 +1,300 @@
-"""Settings in one place, and the one function that turns them into a working engine.
+"""Settings: what every door (check, inspect, serve, audit) runs with, composed once and frozen.
 
-Front ends build a ``Settings`` from flags (and, later, a config file and the
-environment) and call ``open_engine``; they never wire a registry client, a
-cache and a validator together themselves, so the three doors cannot drift.
+The settings are a few small frozen dataclasses, one per concern (which nodes,
+which policy, how to reach registries, where to cache, how the webhook
+answers), composed into one ``Settings`` that every door hands down; nothing
+changes it afterwards, so what a door was started with is what it runs with.
+
+Each field says, in its ``setting(...)`` declaration, where its value may come
+from: a command-line flag (declared from that same declaration by
+``add_flags``), an attribute of the loaded config file (``FileConfig``) and an
+environment variable.  ``compose`` is the one function that reads them, always
+in the order flag > config file > environment > default.  Adding a setting is
+adding one field to its group; a new config-file key also needs its line in
+``config_file``'s schema, which is the file format's documentation.
+
+Front ends call ``canrun.settings.settings_for`` and ``open_engine``; they never wire a
+registry client, a cache and a validator together themselves, so the doors
+cannot drift.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from canrun.errors import UsageError
 from canrun.findings import Finding, Severity, sort_key
-from canrun.image.cache import Cache
+from canrun.image.cache import Cache, default_root
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
-from canrun.platform import Platform
+from canrun.platform import DEFAULT_PLATFORMS, Platform, parse_platforms
 from canrun.registry.base import Descriptor
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
+from canrun.registry.ssrf import parse_networks
 from canrun.validator import Report, Validator
 
+#: The doors: every one composes its settings with ``settings_for``.
+DOORS = ("check", "inspect", "audit", "serve")
 RUNTIMES = ("containerd", "cri-o", "docker")
+MODES = ("enforce", "warn", "audit", "off")
 #: Names of the checked-in settings file (``canrun.config_file`` reads and validates it).
 FILENAMES = (".canrun.yaml", ".canrun.yml")
-DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
+#: Doors that look for a ``.canrun.yaml`` from the working directory up when ``--config`` is not given;
+#: the webhook and the audit run in a cluster, where the working directory means nothing.
+DISCOVERING_DOORS = ("check", "inspect")
 
 
-@dataclass
-class Settings:
-    platforms: tuple[Platform, ...] = DEFAULT_PLATFORMS
-    runtime: str = "containerd"
-    strict: bool = False
-    insecure_registries: tuple[str, ...] = ()
-    ca_file: Path | None = None
-    docker_config: Path | None = None
-    cache_dir: Path | None = None
-    use_cache: bool = True
-    timeout: float = 30.0
-    limits: Limits = field(default_factory=Limits)
-    #: registry host -> mirror ``host[:port][/path-prefix]`` that is read instead (``.canrun.yaml`` mirrors).
-    registry_mirrors: dict[str, str] = field(default_factory=dict)
-    #: rule id -> severity, or None to drop the rule's findings (``.canrun.yaml`` rules); see apply_rule_overrides.
-    rule_overrides: dict[str, Severity | None] = field(default_factory=dict)
-    #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks`` (the webhook).
-    ssrf_guard: bool = False
-    #: Registry hosts exempt from the SSRF guard (``--allow-registry-host``).
-    allow_registry_hosts: tuple[str, ...] = ()
-    #: Extra CIDRs the SSRF guard refuses (the cluster's service and pod ranges); empty = the guard's defaults.
-    blocked_networks: tuple[str, ...] = ()
+# -- how a setting is declared -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting's command-line spelling: argparse's names and keywords (``add_flags`` adds dest/default)."""
+
+    names: tuple[str, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: The doors that offer the flag.
+    doors: tuple[str, ...] = DOORS
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one setting's value may come from, read by ``compose`` in this order."""
+
+    flag: Flag | None = None
+    #: Read the flag of another setting too (``"policy.strict"``): one flag, two consumers.
+    flag_of: str | None = None
+    #: The ``FileConfig`` attribute holding the config file's value.
+    file: str | None = None
+    #: An environment variable.
+    env: str | None = None
+    #: Turns the flag's or the variable's raw value into the setting's type (raises UsageError).
+    parse: Callable[[Any], Any] | None = None
+    #: For tuples: the flag's items, then the file's, instead of the flag replacing the file.
+    merge: bool = False
+    #: Defaults that differ by door (the webhook's SSRF guard is on).
+    door_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+
+def setting(default: Any = MISSING, *, default_factory: Any = MISSING, flag: Flag | None = None,
+            flag_of: str | None = None, file: str | None = None, env: str | None = None,
+            parse: Callable[[Any], Any] | None = None, merge: bool = False,
+            door_defaults: Mapping[str, Any] | None = None) -> Any:
+    """A dataclass field that also says where ``compose`` may read its value."""
+    source = Source(flag=flag, flag_of=flag_of, file=file, env=env, parse=parse, merge=merge,
+                    door_defaults=door_defaults or {})
+    return field(default=default, default_factory=default_factory, metadata={"source": source})
+
+
+def _group() -> Any:
+    return {"group": True}
+
+
+def _frozen_map(obj: object, *names: str) -> None:
+    for name in names:
+        object.__setattr__(obj, name, MappingProxyType(dict(getattr(obj, name))))
+
+
+def _platforms(raw: list[str]) -> tuple[Platform, ...]:
+    return tuple(parse_platforms(raw))
+
+
+def _networks(raw: list[str]) -> tuple[str, ...]:
+    parse_networks(raw)  # a typo is a usage error at start-up, not at the first admission
+    return tuple(raw)
+
+
+# -- the groups --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The nodes workloads are judged for."""
+
+    #: Node platforms when no cluster says which (``check --kubeconfig`` and the webhook's node watch do).
+    platforms: tuple[Platform, ...] = setting(
+        DEFAULT_PLATFORMS, file="platforms", parse=_platforms,
+        flag=Flag(("--platform",), {"action": "append", "metavar": "P[,P...]",
+                                    "help": "node platforms (os/arch[/variant], comma-separated or repeated); "
+                                            "default linux/amd64"}))
+    #: The container runtime whose capability handling is modelled.
+    runtime: str = setting(
+        "containerd", file="runtime",
+        flag=Flag(("--runtime",), {"choices": RUNTIMES,
+                                   "help": "container runtime model for capabilities (default: containerd)"}))
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
-
-    def registry_settings(self) -> RegistrySettings:
-        return RegistrySettings(
-            insecure_hosts=frozenset(self.insecure_registries),
-            ca_file=str(self.ca_file) if self.ca_file else None,
-            timeout=self.timeout,
-            docker_config=str(self.docker_config) if self.docker_config else None,
-            allow_hosts=frozenset(self.allow_registry_hosts),
-            ssrf_guard=self.ssrf_guard,
-            **({"blocked_networks": tuple(self.blocked_networks)} if self.blocked_networks else {}),
-        )
-
-    def cache(self) -> Cache | None:
-        if not self.use_cache:
-            return None
-        root = self.cache_dir or (Path(os.environ["CANRUN_CACHE_DIR"]) if os.environ.get("CANRUN_CACHE_DIR")
-                                  else None)
-        return Cache(root)
+        if not self.platforms:
+            raise UsageError("no platform given: expected os/arch[/variant], e.g. linux/amd64")
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """What counts as an error."""
+
+    #: Images that cannot be read are errors (the webhook denies them in enforce mode).
+    strict: bool = setting(
+        False, file="strict",
+        flag=Flag(("--strict",), {"action": argparse.BooleanOptionalAction,
+                                  "help": "images that cannot be read (or, for serve, not within the deadline) "
+                                          "are errors; serve denies them in enforce mode (default: warnings, "
+                                          "or the config file's)"}))
+    #: rule id -> severity, or None to drop the rule's findings (``.canrun.yaml`` rules; apply_rule_overrides).
+    rules: Mapping[str, Severity | None] = setting(default_factory=dict, file="rules")
+
+    def __post_init__(self) -> None:
+        _frozen_map(self, "rules")
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How registries are reached."""
+
+    #: Hosts talked to over plain HTTP.
+    insecure: tuple[str, ...] = setting(
+        (), file="insecure_registries", parse=tuple, merge=True,
+        flag=Flag(("--insecure-registry",), {"action": "append", "metavar": "HOST",
+                                              "help": "talk plain HTTP to this registry host[:port] (repeatable)"}))
+    #: Extra CA bundle for registry TLS.
+    ca_file: Path | None = setting(
+        None, file="ca_file", flag=Flag(("--ca-file",), {"type": Path, "metavar": "FILE",
+                                                         "help": "extra CA bundle for registry TLS"}))
+    #: docker ``config.json`` with registry credentials (default: ``$DOCKER_CONFIG`` or ``~/.docker``).
+    docker_config: Path | None = setting(
+        None, file="docker_config",
+        flag=Flag(("--docker-config",), {"type": Path, "metavar": "FILE",
+                                         "help": "docker config.json with registry credentials"}))
+    #: Seconds for one registry request.
+    timeout: float = setting(
+        30.0, file="timeout", flag=Flag(("--timeout",), {"type": float, "metavar": "S",
+                                                         "help": "registry timeout in seconds (default 30)"}))
+    #: registry host -> mirror ``host[:port][/path-prefix]`` that is read instead.
+    mirrors: Mapping[str, str] = setting(default_factory=dict, file="mirrors")
+    #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks``: a pod spec
+    #: names the image, so the webhook must not be a way into the cluster's network.
+    ssrf_guard: bool = setting(False, door_defaults={"serve": True})
+    #: Registry hosts exempt from the SSRF guard.
+    allow_hosts: tuple[str, ...] = setting(
+        (), parse=tuple,
+        flag=Flag(("--allow-registry-host",), {"action": "append", "metavar": "HOST",
+                                                "help": "registry host exempt from the SSRF guard (repeatable)"},
+                  doors=("serve",)))
+    #: Extra CIDRs the SSRF guard refuses; empty = the guard's defaults (the cluster's ranges are added at run
+    #: time by the webhook, see ``webhook.main.guarded_networks``).
+    blocked_networks: tuple[str, ...] = setting(
+        (), parse=_networks,
+        flag=Flag(("--blocked-network",), {"action": "append", "metavar": "CIDR",
+                                            "help": "refuse registry hosts resolving into CIDR, like the "
+                                                    "cluster's Service range (repeatable; the ranges of the "
+                                                    "cluster's ServiceCIDR objects are added when the API "
+                                                    "serves them)"},
+                  doors=("serve",)))
+
+    def __post_init__(self) -> None:
+        _frozen_map(self, "mirrors")
+
+    def client_settings(self, *, extra_blocked: tuple[str, ...] = ()) -> RegistrySettings:
+        """The registry client's settings; ``extra_blocked`` are ranges found at run time (the cluster's)."""
+        blocked = tuple(dict.fromkeys((*self.blocked_networks, *extra_blocked)))
+        return RegistrySettings(
+            insecure_hosts=frozenset(self.insecure),
+            ca_file=str(self.ca_file) if self.ca_file else None,
+            timeout=self.timeout,
+            docker_config=str(self.docker_config) if self.docker_config else None,
+            allow_hosts=frozenset(self.allow_hosts),
+            ssrf_guard=self.ssrf_guard,
+            blocked_networks=blocked,
+        )
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The on-disk cache of layer indexes and merged views."""
+
+    #: Cache root; the default (``$CANRUN_CACHE_DIR``, else the XDG cache) is resolved by the image cache.
+    dir: Path = setting(
+        default_factory=default_root,
+        flag=Flag(("--cache-dir",), {"type": Path, "metavar": "DIR",
+                                     "help": "cache directory (default $CANRUN_CACHE_DIR or ~/.cache/canrun)"}))
+    #: Read and write the cache at all.
+    enabled: bool = setting(
+        True, flag=Flag(("--no-cache",), {"action": "store_const", "const": False,
+                                          "help": "do not read or write the on-disk cache"}))
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """How ``canrun serve`` answers admissions."""
+
+    #: Mode for namespaces without a ``canrun.io/mode`` label.
+    default_mode: str = setting(
+        "warn", flag=Flag(("--mode",), {"choices": [m for m in MODES if m != "off"],
+                                        "help": "mode for namespaces without the canrun.io/mode label "
+                                                "(default warn)"}, doors=("serve",)))
+    #: Seconds to answer within (the API server's timeoutSeconds is 10).
+    deadline: float = setting(
+        5.0, flag=Flag(("--deadline",), {"type": float, "metavar": "S",
+                                         "help": "answer within S seconds; unverified images are allowed with a "
+                                                 "warning (default 5)"}, doors=("serve",)))
+    #: Images that cannot be read (or not in time) deny in enforce mode instead of warning: ``--strict``.
+    strict: bool = setting(False, flag_of="policy.strict", file="strict")
+    #: How long a verdict for the same pod spec is reused (tags can move: keep it short).
+    verdict_ttl: float = setting(
+        60.0, flag=Flag(("--verdict-ttl",), {"type": float, "metavar": "S",
+                                             "help": "reuse a verdict for the same pod spec for S seconds "
+                                                     "(default 60)"}, doors=("serve",)))
+    #: Verdicts (and shaped answers) kept.
+    verdict_cache_size: int = 4096
+    #: Index the images of running pods at start-up and as pods appear (a pod watch); a cluster that cannot
+    #: watch is listed every ``warm_interval`` seconds.  0: no warm-up.
+    warm_interval: float = 300.0
+    warm_concurrency: int = 4
+    #: Record Kubernetes Events for findings in warn and audit modes.
+    events: bool = setting(
+        True, flag=Flag(("--no-events",), {"action": "store_const", "const": False,
+                                           "help": "do not record Events in warn and audit modes"},
+                        doors=("serve",)))
+
+    def __post_init__(self) -> None:
+        if self.default_mode not in MODES:
+            raise UsageError(f"unknown mode {self.default_mode!r}: expected one of {', '.join(MODES)}")
+        if not 0 < self.deadline <= 30:
+            raise UsageError(f"--deadline must be between 0 and 30 seconds, got {self.deadline}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a door runs with; built by ``compose`` (or directly, in tests and embedding code)."""
+
+    nodes: NodeSettings = field(default_factory=NodeSettings, metadata=_group())
+    policy: PolicySettings = field(default_factory=PolicySettings, metadata=_group())
+    registry: RegistryAccess = field(default_factory=RegistryAccess, metadata=_group())
+    cache: CacheSettings = field(default_factory=CacheSettings, metadata=_group())
+    webhook: WebhookSettings = field(default_factory=WebhookSettings, metadata=_group())
+    #: Safety limits for reading layers (not configurable from outside: they bound hostile input).
+    limits: Limits = field(default_factory=Limits)
+    #: The config file the settings were read from.
+    config_file: Path | None = None
+    #: Settings given by a flag or the config file rather than defaulted, as ``group.field``.
+    given: frozenset[str] = frozenset()
+
+    def was_given(self, path: str) -> bool:
+        return path in self.given
+
+
+# -- composing ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
 class FileConfig:
-    """A loaded ``.canrun.yaml`` (all None/empty when there is none): plain data for the CLI to merge."""
+    """A loaded ``.canrun.yaml`` (all None/empty when there is none): plain data for ``compose``."""
 
     path: Path | None = None
     platforms: tuple[Platform, ...] | None = None
@@ -94,6 +310,74 @@ class FileConfig:
     rules: dict[str, Severity | None] = field(default_factory=dict)
 
 
+def _groups() -> list[tuple[str, type]]:
+    return [(f.name, f.default_factory) for f in fields(Settings) if f.metadata.get("group")]  # type: ignore[misc]
+
+
+def _sources(group: type) -> list[tuple[str, Source]]:
+    return [(f.name, f.metadata["source"]) for f in fields(group) if "source" in f.metadata]
+
+
+_UNSET: Any = object()
+
+
+def _empty(value: object) -> bool:
+    return value is None or value == () or value == {} or value == []
+
+
+def compose(door: str, flags: Mapping[str, Any], file: FileConfig | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings of ``door`` from its parsed flags (``add_flags``'s dests), the config file and the environment.
+
+    Each setting takes the first of: its flag, the file's value, its environment
+    variable, the door's default, the field's default; a ``merge`` tuple joins flag
+    and file.  An explicit ``--strict``/``--no-strict`` also decides
+    image-unresolvable's severity over the file's ``rules``.
+    """
+    file = file or FileConfig()
+    environ = os.environ if environ is None else environ
+    given: set[str] = set()
+    groups: dict[str, Any] = {}
+    for group_name, group in _groups():
+        values: dict[str, Any] = {}
+        for name, src in _sources(group):
+            path = f"{group_name}.{name}"
+            dest = src.flag_of or (path if src.flag else None)
+            raw = flags.get(dest) if dest else None
+            from_flag = _UNSET if raw is None else (src.parse(raw) if src.parse else raw)
+            from_file = getattr(file, src.file) if src.file else None
+            from_file = _UNSET if _empty(from_file) else from_file
+            env_raw = environ.get(src.env) if src.env else None
+            from_env = _UNSET if not env_raw else (src.parse(env_raw) if src.parse else env_raw)
+            if src.merge and from_flag is not _UNSET and from_file is not _UNSET:
+                value = tuple(dict.fromkeys((*from_flag, *from_file)))
+            else:
+                value = next((v for v in (from_flag, from_file, from_env) if v is not _UNSET), _UNSET)
+            if value is not _UNSET:
+                if from_flag is not _UNSET or from_file is not _UNSET:
+                    given.add(path)
+                values[name] = value
+            elif door in src.door_defaults:
+                values[name] = src.door_defaults[door]
+        groups[group_name] = values
+    if flags.get("policy.strict") is not None:
+        groups["policy"]["rules"] = rules_with_flags(groups["policy"].get("rules", {}), strict_flag=True)
+    return Settings(**{name: group(**groups[name]) for name, group in _groups()},
+                    config_file=file.path, given=frozenset(given))
+
+
+def add_flags(parser: argparse.ArgumentParser, door: str) -> None:
+    """Declare the flags of every setting ``door`` offers (dest ``group.field``, default None = not given)."""
+    for group_name, group in _groups():
+        for name, src in _sources(group):
+            if src.flag is not None and door in src.flag.doors:
+                parser.add_argument(*src.flag.names, dest=f"{group_name}.{name}", default=None, **src.flag.kwargs)
+    parser.add_argument("--config", type=Path, metavar="FILE", dest="config_file",
+                        help="settings file (.canrun.yaml format)" + (
+                            "; default: the nearest .canrun.yaml from the working directory up"
+                            if door in DISCOVERING_DOORS else ""))
+
+
 def find_config(start: Path) -> Path | None:
     """The nearest ``.canrun.yaml`` (or ``.yml``) in ``start`` or any directory above it."""
     start = start.resolve()
@@ -105,12 +389,15 @@ def find_config(start: Path) -> Path | None:
     return None
 
 
-def rules_with_flags(rules: dict[str, Severity | None], *, strict_flag: bool | None) -> dict[str, Severity | None]:
+def rules_with_flags(rules: Mapping[str, Severity | None], *,
+                     strict_flag: bool | None) -> dict[str, Severity | None]:
     """An explicit ``--strict``/``--no-strict`` decides image-unresolvable's severity over the file's rules."""
     if strict_flag is None:
         return dict(rules)
     return {k: v for k, v in rules.items() if k != "image-unresolvable"}
 
+
+# -- the engine --------------------------------------------------------------------------------------
 
 @dataclass
 class Engine:
@@ -121,45 +408,21 @@ class Engine:
 
 
 @asynccontextmanager
-async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
-    """A registry client, cache, image store and validator wired from settings; closed on exit."""
-    client = RegistryClient(settings.registry_settings())
+async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()) -> AsyncIterator[Engine]:
+    """A registry client, cache, image store and validator wired from settings; closed on exit.
+
+    ``extra_blocked``: networks the SSRF guard refuses besides the settings' (found at run time).
+    """
+    client = RegistryClient(settings.registry.client_settings(extra_blocked=extra_blocked))
     try:
-        backend = MirroredBackend(client, settings.registry_mirrors) if settings.registry_mirrors else client
-        store = ImageStore(backend, cache=settings.cache(), limits=settings.limits)
-        yield Engine(settings, client, store, Validator(store, runtime=settings.runtime, strict=settings.strict))
+        mirrors = settings.registry.mirrors
+        backend = MirroredBackend(client, mirrors) if mirrors else client
+        cache = Cache(settings.cache.dir) if settings.cache.enabled else None
+        store = ImageStore(backend, cache=cache, limits=settings.limits)
+        yield Engine(settings, client, store,
+                     Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict))
     finally:
         await client.aclose()
-
-
-MODES = ("enforce", "warn", "audit", "off")
-
-
-@dataclass
-class WebhookSettings:
-    """How ``canrun serve`` answers admissions (the engine's own settings stay in ``Settings``)."""
-
-    #: Mode for namespaces without a ``canrun.io/mode`` label.
-    default_mode: str = "warn"
-    #: Seconds to answer within (the API server's timeoutSeconds is 10).
-    deadline: float = 5.0
-    #: Images that cannot be read (or not in time) deny in enforce mode instead of warning.
-    strict: bool = False
-    #: How long a verdict for the same pod spec is reused (tags can move: keep it short).
-    verdict_ttl: float = 60.0
-    verdict_cache_size: int = 4096
-    #: Index the images of running pods at start-up and as pods appear (a pod watch); a cluster that cannot
-    #: watch is listed every ``warm_interval`` seconds.  0: no warm-up.
-    warm_interval: float = 300.0
-    warm_concurrency: int = 4
-    #: Record Kubernetes Events for findings in warn and audit modes.
-    events: bool = True
-
-    def __post_init__(self) -> None:
-        if self.default_mode not in MODES:
-            raise UsageError(f"unknown mode {self.default_mode!r}: expected one of {', '.join(MODES)}")
-        if not 0 < self.deadline <= 30:
-            raise UsageError(f"--deadline must be between 0 and 30 seconds, got {self.deadline}")
 
 
 class MirroredBackend:

@@ -29,6 +29,10 @@ findings without a table of its own.
 
 from __future__ import annotations
 
+#: The logger that carries the traceback of an internal error (a bug of ours) that an edge survived: shown by
+#: the CLI with ``-v`` and by the webhook at ``--log-level debug``, never otherwise.
+INTERNAL_LOG = "canrun.internal"
+
 
 class CanrunError(Exception):
     """Base of every error canrun raises on purpose; ``str()`` is the user message."""

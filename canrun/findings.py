@@ -76,6 +76,10 @@ _RULES = [
     Rule("image-corrupt", "Image content does not match its digest", Severity.ERROR,
          "failed to pull and unpack image: digest mismatch",
          "re-push the image; the registry is serving content that does not match its digest"),
+    Rule("internal-error", "canrun failed while judging this container", Severity.WARNING,
+         "nothing by itself: canrun hit a bug of its own and could not judge the container",
+         "report the message (and the traceback that -v or --log-level debug shows) as a canrun bug; "
+         "the container was not judged"),
     Rule("not-verified", "canrun could not judge this", Severity.INFO,
          "nothing by itself: the verdict depends on what canrun cannot see",
          "nothing to fix; the message says what was unknowable (a volume's content, a valueFrom env var, "

@@ -88,6 +88,14 @@ class InspectResult:
     findings: list[Finding] = field(default_factory=list)
     paths: list[PathReport] = field(default_factory=list)
     note: str | None = None
+    #: The image has no build for the platform: nodes of it fail with exec format error.
+    platform_missing: bool = False
+
+    @property
+    def fails(self) -> bool:
+        """The verdict ``canrun inspect`` exits 1 for: an error finding, or a traced path that fails."""
+        return (self.platform_missing or any(f.severity is Severity.ERROR for f in self.findings)
+                or any(p.verdict.startswith("fails") for p in self.paths))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -210,11 +218,12 @@ async def inspect_image(engine: Any, image: str, platform: Platform, *, paths: l
     selection = await engine.store.select(ref, platform)
     available = [str(p) for p in selection.resolved.platforms]
     result = InspectResult(reference=str(ref), platform=str(platform), available=available,
-                           runtime=engine.settings.runtime if hasattr(engine, "settings") else "containerd")
+                           runtime=engine.settings.nodes.runtime if hasattr(engine, "settings") else "containerd")
     if selection.descriptor is None:
         result.note = (f"the image has no build for {platform} (it has: {', '.join(available) or 'none'}); "
                        f"nodes of that platform fail with exec format error")
         result.index_digest = selection.resolved.descriptor.digest
+        result.platform_missing = True
         return result
     view = await engine.store.view(selection)
     config = view.config
@@ -329,8 +338,10 @@ def render_text(result: InspectResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_json(result: InspectResult) -> str:
-    return json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n"
+def render_json(result: InspectResult | list[InspectResult]) -> str:
+    """One platform: its object; several (``--platform a,b``): a list of them, in the order given."""
+    data = [r.to_dict() for r in result] if isinstance(result, list) else result.to_dict()
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
 __all__ = ["InspectResult", "PathReport", "Step", "inspect_image", "parse_user", "render_json", "render_text",

@@ -3,7 +3,8 @@
 A node only reports ``kubernetes.io/os`` and ``kubernetes.io/arch``; an image
 index entry carries os/architecture/variant.  containerd's ``platforms.Only``
 decides which index entries a node will pull, in order of preference, and that
-is the behaviour reproduced here (see DESIGN.md "Platforms"):
+is the behaviour reproduced here (containerd's ``platforms`` package: ``Normalize``,
+``Only`` and its ordered matcher):
 
 * variants are only meaningful on ARM (and amd64 micro-architecture levels);
 * ``aarch64``→``arm64``, ``arm64/v8``→``arm64``, ``amd64/v1``→``amd64``,
@@ -141,6 +142,10 @@ def _normalise(os_: str, arch: str, variant: str) -> tuple[str, str, str]:
     elif base == "arm" and variant.isdigit():
         variant = f"v{variant}"
     return os_, base, variant
+
+
+#: The node platform assumed when nothing (a flag, the config file, a cluster's nodes) says which.
+DEFAULT_PLATFORMS: tuple[Platform, ...] = (Platform("linux", "amd64"),)
 
 
 def parse_platforms(text: str | list[str] | tuple[str, ...]) -> list[Platform]:

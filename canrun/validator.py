@@ -16,19 +16,22 @@ the same finding seen on several platforms into one, and honouring
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from canrun.checks import check_container, check_without_image
 from canrun.checks.context import ExecContext
-from canrun.errors import CanrunError, InvalidReference, RegistryError, RegistryRefused
+from canrun.errors import INTERNAL_LOG, CanrunError, InvalidReference, RegistryError, RegistryRefused
+from canrun.exemptions import SKIP_ANNOTATION, skipped_rules
 from canrun.findings import Finding, Severity, finding, sort_key
 from canrun.image.store import ImageStore, ImageView, Selection
-from canrun.kube.objects import SKIP_ANNOTATION
 from canrun.kube.scheduling import NodePool, platforms_for
 from canrun.platform import Platform
 from canrun.registry.reference import Reference
 from canrun.spec import Container, Workload
+
+__all__ = ["SKIP_ANNOTATION", "Report", "Validator", "fold_platforms", "skipped_rules"]
 
 Progress = Callable[[int, int], None]
 
@@ -58,12 +61,6 @@ class Report:
         self.workloads += other.workloads
         self.containers += other.containers
         self.images |= other.images
-
-
-def skipped_rules(annotations: dict[str, str]) -> frozenset[str]:
-    """Rule ids a ``canrun.io/skip`` annotation exempts (``all`` exempts every rule)."""
-    raw = annotations.get(SKIP_ANNOTATION, "")
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
 class Validator:
@@ -132,8 +129,10 @@ class Validator:
                 # one per platform here; fold_platforms makes the same failure one finding naming them all
                 found.append(self._unreadable(result, platform=str(platform), **context))
                 found += self._without_image(workload, container, platform, context)
+            elif isinstance(result, Exception):
+                found.append(self._internal_error(result, platform=str(platform), **context))
             elif isinstance(result, BaseException):
-                raise result
+                raise result  # cancellation, KeyboardInterrupt: not ours to turn into a verdict
             else:
                 found += result
         return fold_platforms(found)
@@ -196,6 +195,24 @@ class Validator:
         if isinstance(exc, RegistryRefused):
             evidence["refused_by"] = "ssrf-guard"
         return finding(rule, str(exc), severity=severity, evidence=evidence, **context)  # type: ignore[arg-type]
+
+
+    def _internal_error(self, exc: Exception, **context: object) -> Finding:
+        """A bug of ours while judging one container: reported, never a traceback, never a silent pass.
+
+        Like an unreadable image it warns by default (the webhook fails open) and
+        is an error under ``strict`` (the webhook denies in enforce mode); the CLI
+        exits 2 whenever one is reported.  The traceback goes to ``INTERNAL_LOG`` at
+        debug level only.
+        """
+        _internal.debug("internal error judging container %s (%s) on %s", context.get("container"),
+                        context.get("image"), context.get("platform"), exc_info=exc)
+        severity = Severity.ERROR if self.strict else None
+        return finding("internal-error", f"internal error: {type(exc).__name__}: {exc} (a bug in canrun)",
+                       severity=severity, evidence={"exception": type(exc).__name__}, **context)  # type: ignore[arg-type]
+
+
+_internal = logging.getLogger(INTERNAL_LOG)
 
 
 def _missing(f: Finding, context: dict[str, object]) -> dict[str, object]:

@@ -31,6 +31,7 @@ def test_usage_errors_exit_2_with_one_line(argv: list[str], message: str) -> Non
     assert message in err
     assert "Traceback" not in err + out
     assert len(err.strip().splitlines()) == 1
+    assert err.startswith("canrun: ") and not err.startswith("canrun: canrun")  # one prefix, said once
 
 
 def test_help_and_version_exit_0() -> None:
@@ -38,6 +39,55 @@ def test_help_and_version_exit_0() -> None:
     assert code == 0 and "check" in out and "inspect" in out
     code, out, _ = run("--version")
     assert code == 0 and out.startswith("canrun ")
+
+
+def test_no_arguments_print_the_help() -> None:
+    code, out, err = run()
+    assert code == 0 and out.startswith("usage: canrun") and "completion" in out and not err
+
+
+def test_version_is_the_package_metadata_and_the_commit_from_a_checkout() -> None:
+    from importlib import metadata
+    from pathlib import Path
+
+    import canrun
+
+    assert canrun.__version__ == metadata.version("canrun")
+    code, out, _ = run("--version")
+    root = Path(canrun.__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    assert out.startswith(f"canrun {canrun.__version__} (commit {commit}")
+
+
+@pytest.mark.parametrize("shell, syntax_check", [("bash", ["bash", "-n"]), ("zsh", None), ("fish", None)])
+def test_completion_scripts_name_every_command_and_flag(shell: str, syntax_check: list[str] | None,
+                                                        tmp_path) -> None:
+    code, out, err = run("completion", shell)
+    assert code == 0, err
+    for word in ("check", "inspect", "audit", "serve", "--platform", "--config", "--insecure-registry",
+                 "--format"):
+        assert word.lstrip("-") in out, word
+    if syntax_check:
+        script = tmp_path / f"canrun.{shell}"
+        script.write_text(out)
+        assert subprocess.run([*syntax_check, str(script)], capture_output=True).returncode == 0
+
+
+def test_bash_completion_completes_subcommands_and_choices(tmp_path) -> None:
+    code, out, _ = run("completion", "bash")
+    script = tmp_path / "c.bash"
+    script.write_text(out)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(words)
+        probe = (f'source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _canrun; '
+                 'printf "%s\\n" "${COMPREPLY[@]}"')
+        return subprocess.run(["bash", "-c", probe], capture_output=True, text=True).stdout.split()
+
+    assert "inspect" in complete("canrun", "ins")
+    assert complete("canrun", "check", "--format", "sa") == ["sarif"]
+    assert "--platform" in complete("canrun", "serve", "--pla")
 
 
 def test_empty_input_has_nothing_to_judge() -> None:

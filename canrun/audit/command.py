@@ -36,7 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the report here instead of stdout")
     p.add_argument("--apply", action="store_true",
                    help="create or update the wgpolicyk8s.io PolicyReports (canrun-<namespace>) in the cluster")
-    p.add_argument("--strict", action="store_true", help="images that cannot be read are errors")
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even with error findings (scheduled audits whose results live in PolicyReports)")
 
@@ -76,7 +75,7 @@ def _stale_namespaces(cluster: Any, run: AuditRun) -> list[str]:
 
 
 async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, stderr: TextIO,
-              progress: Progress | None = None, platforms_given: bool = False) -> int:
+              progress: Progress | None = None) -> int:
     from canrun.kube.client import Cluster, load_api_client
 
     if args.output is not None and args.output.parent and not args.output.parent.is_dir():
@@ -86,7 +85,7 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
     async with open_engine(settings) as engine:
         result = await audit(cluster, engine.validator, namespaces=args.namespace or None,
                              label_selector=args.selector,
-                             platforms=settings.platforms if platforms_given else None, progress=progress)
+                             platforms=settings.nodes.platforms if settings.was_given("nodes.platforms") else None, progress=progress)
     text = render(result, args.format)
     if args.output is not None:
         try:

@@ -31,12 +31,11 @@ from canrun.audit.inventory import ObjectLister, collect
 from canrun.audit.model import AuditRun
 from canrun.findings import sort_key
 from canrun.kube.scheduling import NodeInfo, NodePool
-from canrun.platform import Platform
+from canrun.platform import DEFAULT_PLATFORMS, Platform
 from canrun.spec import Workload
 from canrun.validator import Report, Validator
 from canrun.verdict import restamp, verdict_key
 
-DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
 
 Progress = Callable[[int, int], None]
 

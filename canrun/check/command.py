@@ -1,4 +1,4 @@
-"""The body of ``canrun check``: settings (flags over ``.canrun.yaml`` over defaults), inputs, engine, report.
+"""The body of ``canrun check``: inputs, engine, report (the CLI composes the settings).
 
 Kept out of ``cli.py`` (which parses flags and owns the one error path) so the
 check command's wiring lives with its formats.  Nothing here catches
@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from canrun.config import (DEFAULT_PLATFORMS, FileConfig, Settings, apply_rule_overrides, find_config, open_engine,
-                           rules_with_flags)
+from canrun.config import Settings, apply_rule_overrides, open_engine
 from canrun.errors import UsageError
 from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
 from canrun.output import FORMATS, CheckRun, targets_for
-from canrun.platform import Platform, parse_platforms
+from canrun.platform import Platform
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 Progress = Callable[[int, int], None]
@@ -34,48 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "annotations), junit (test reports), markdown (PR comment)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE; the terminal still gets the text report")
-    p.add_argument("--config", type=Path, metavar="FILE",
-                   help="settings file (default: the nearest .canrun.yaml from the working directory up)")
     p.add_argument("--kubeconfig", help="read node platforms and labels from this cluster (--platform wins)")
     p.add_argument("--context", help="kubeconfig context for --kubeconfig (implies the default kubeconfig)")
-    p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
-                   help="images that cannot be read are errors (default: warnings, or the config file's)")
     p.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
-
-
-def file_config(args: argparse.Namespace, cwd: Path) -> FileConfig:
-    path = args.config or find_config(cwd)
-    if path is None:
-        return FileConfig()
-    # pydantic is imported only when there is a file to validate: it is a fifth of a warm check's start-up
-    from canrun.config_file import load_config
-
-    return load_config(path)
-
-
-def settings_from(args: argparse.Namespace, cfg: FileConfig) -> tuple[Settings, bool]:
-    """Settings from flags, then the config file, then defaults; and whether the platforms were defaulted."""
-    if args.platform:
-        platforms, defaulted = tuple(parse_platforms(args.platform)), False
-    elif cfg.platforms:
-        platforms, defaulted = cfg.platforms, False
-    else:
-        platforms, defaulted = DEFAULT_PLATFORMS, True
-    strict = args.strict if args.strict is not None else bool(cfg.strict)
-    settings = Settings(
-        platforms=platforms,
-        runtime=args.runtime or cfg.runtime or "containerd",
-        strict=strict,
-        insecure_registries=tuple(dict.fromkeys([*args.insecure_registry, *cfg.insecure_registries])),
-        ca_file=args.ca_file or cfg.ca_file,
-        docker_config=args.docker_config or cfg.docker_config,
-        cache_dir=args.cache_dir,
-        use_cache=not args.no_cache,
-        timeout=args.timeout if args.timeout is not None else (cfg.timeout or 30.0),
-        registry_mirrors=dict(cfg.mirrors),
-        rule_overrides=rules_with_flags(cfg.rules, strict_flag=args.strict),
-    )
-    return settings, defaulted
 
 
 async def cluster_pool(kubeconfig: str | None, context: str | None) -> tuple[NodePool, list[Platform], str]:
@@ -125,7 +85,7 @@ def render(run: CheckRun, fmt: str, *, verbose: bool, colour: bool, cwd: Path) -
     return text.render(run, colour=colour, verbose=verbose)
 
 
-async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin: TextIO | None = None,
+async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, stderr: TextIO, stdin: TextIO | None = None,
               progress: Progress | None = None) -> int:
     from canrun.kube.manifests import load_objects
     from canrun.kube.workloads import workloads_from_load
@@ -133,29 +93,29 @@ async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin
 
     paths = [*args.filename, *getattr(args, "paths", [])]
     if not paths:
-        raise UsageError("canrun check: the following arguments are required: -f/--filename PATH "
+        raise UsageError("check: the following arguments are required: -f/--filename PATH "
                          "(a file, a directory, or - for stdin)")
     cwd = Path.cwd()
-    cfg = file_config(args, cwd)
-    settings, defaulted = settings_from(args, cfg)
     for path in paths:
         if path != "-" and not Path(path).exists():
             raise UsageError(f"{path}: no such file or directory")
 
     platforms_from = None
-    if not args.platform and (args.kubeconfig or args.context):
-        pool, cluster_platforms, platforms_from = await cluster_pool(args.kubeconfig, args.context)
-        settings.platforms, defaulted = tuple(cluster_platforms), False
+    platforms = list(settings.nodes.platforms)
+    defaulted = not settings.was_given("nodes.platforms")
+    if defaulted and (args.kubeconfig or args.context):
+        pool, platforms, platforms_from = await cluster_pool(args.kubeconfig, args.context)
+        defaulted = False
     else:
-        pool = NodePool.from_platforms(settings.platforms)
+        pool = NodePool.from_platforms(platforms)
 
     loaded = load_objects(paths, stdin=stdin or sys.stdin)
     workloads = workloads_from_load(loaded)
     async with open_engine(settings) as engine:
         report = await engine.validator.check(workloads.workloads, pool, progress=progress)
-    report = apply_rule_overrides(report, settings.rule_overrides)
+    report = apply_rule_overrides(report, settings.policy.rules)
     checkrun = CheckRun(
-        report=report, platforms=list(settings.platforms), platforms_defaulted=defaulted,
+        report=report, platforms=platforms, platforms_defaulted=defaulted,
         input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,
         targets=targets_for(workloads.workloads, lambda w: platforms_for(w.pod, pool).platforms),
         platforms_from=platforms_from)
@@ -171,6 +131,11 @@ async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin
     if checkrun.input_errors:
         stderr.write(f"canrun: {len(checkrun.input_errors)} document(s) could not be read; "
                      f"first: {checkrun.input_errors[0]}\n")
+        return EXIT_USAGE
+    internal = [f for f in report.findings if f.rule == "internal-error"]
+    if internal:
+        stderr.write(f"canrun: internal error judging {len(internal)} container(s) (a bug in canrun; "
+                     f"{'the traceback is above' if args.verbose else 'rerun with -v for the traceback'})\n")
         return EXIT_USAGE
     return EXIT_FINDINGS if report.errors else EXIT_OK
 

@@ -7,8 +7,7 @@ that exempts a workload from rules.
 
 from __future__ import annotations
 
-#: The annotation that exempts a workload from rules (``all`` or a comma-separated rule list).
-SKIP_ANNOTATION = "canrun.io/skip"
+from canrun.exemptions import SKIP_ANNOTATION  # noqa: F401 - re-exported: the annotation exempting a workload
 
 #: kind -> (API groups it belongs to, path from the object to its pod template or pod spec).
 #: A path ending in "template" leads to a PodTemplateSpec (metadata + spec); Pod's leads to the spec.

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from canrun.config import MODES, Settings, WebhookSettings
-from canrun.registry.ssrf import parse_networks
+from canrun.config import Settings
 
 
 # -- the command line (``canrun serve``) ------------------------------------------------------------
@@ -30,48 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --self-managed-certs: the Secret holding CA and certificate (default canrun-tls)")
     p.add_argument("--webhook-config", default="canrun", metavar="NAME",
                    help="with --self-managed-certs: the ValidatingWebhookConfiguration whose caBundle is patched")
-    p.add_argument("--mode", choices=[m for m in MODES if m != "off"], default="warn",
-                   help="mode for namespaces without the canrun.io/mode label (default warn)")
-    p.add_argument("--deadline", type=float, default=5.0, metavar="S",
-                   help="answer within S seconds; unverified images are allowed with a warning (default 5)")
-    p.add_argument("--strict", action="store_true", help="in enforce mode, deny images that cannot be read "
-                   "(or not within the deadline)")
-    p.add_argument("--allow-registry-host", action="append", default=[], metavar="HOST",
-                   help="registry host exempt from the SSRF guard (repeatable)")
-    p.add_argument("--blocked-network", action="append", default=[], metavar="CIDR",
-                   help="refuse registry hosts resolving into CIDR, like the cluster's Service range (repeatable; "
-                   "the ranges of the cluster's ServiceCIDR objects are added when the API serves them)")
     p.add_argument("--no-discover-service-ranges", dest="discover_service_ranges", action="store_false",
                    help="do not add the cluster's ServiceCIDR ranges to the blocked networks")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
     p.add_argument("--context", help="kubeconfig context")
-    p.add_argument("--verdict-ttl", type=float, default=60.0, metavar="S",
-                   help="reuse a verdict for the same pod spec for S seconds (default 60)")
-    p.add_argument("--no-events", action="store_true", help="do not record Events in warn and audit modes")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
-def apply_flags(args: argparse.Namespace, settings: Settings) -> WebhookSettings:
-    """Put ``canrun serve``'s engine flags into ``settings`` and return the webhook's own settings."""
-    settings.allow_registry_hosts = tuple(args.allow_registry_host)
-    settings.blocked_networks = tuple(args.blocked_network)
-    parse_networks(settings.blocked_networks)  # a typo is a usage error now, not at the first admission
-    return WebhookSettings(default_mode=args.mode, deadline=args.deadline, strict=args.strict,
-                           verdict_ttl=args.verdict_ttl, events=not args.no_events)
-
-
-async def run_from_args(args: argparse.Namespace, settings: Settings, platforms_given: bool) -> int:
+async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     from canrun.webhook import logs
     from canrun.webhook.main import ServeOptions, run
 
-    webhook = apply_flags(args, settings)  # bad flags fail before logging is taken over
     logs.configure(args.log_level)
     options = ServeOptions(host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key,
                            cert_dir=args.cert_dir, self_managed_certs=args.self_managed_certs,
-                           platforms_given=platforms_given, kubeconfig=args.kubeconfig, context=args.context,
+                           platforms_given=settings.was_given("nodes.platforms"), kubeconfig=args.kubeconfig, context=args.context,
                            log_level=args.log_level, discover_service_ranges=args.discover_service_ranges,
                            cert_manager={"namespace": args.cert_namespace, "service": args.cert_service,
                                          "secret_name": args.cert_secret, "webhook_config": args.webhook_config,
                                          **({"cert_dir": args.cert_dir} if args.cert_dir else {})})
-    await run(settings, webhook, options)
+    await run(settings, options)
     return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canrun.config import Settings, WebhookSettings, open_engine
+from canrun.config import Settings, open_engine
 from canrun.errors import CanrunError, UsageError
 from canrun.kube.scheduling import NodePool
 from canrun.webhook.app import create_app
@@ -91,13 +91,13 @@ def _self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     return certs.write_self_signed(directory, hosts)
 
 
-async def run(settings: Settings, webhook: WebhookSettings, options: ServeOptions,
-              *, started: Callable[[str], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT."""
-    settings.ssrf_guard = True
+async def run(settings: Settings, options: ServeOptions, *, started: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (``settings`` as ``config.settings_for("serve", …)`` composed them)."""
+    webhook = settings.webhook
     cluster = await asyncio.to_thread(_connect, options)
+    cluster_ranges: tuple[str, ...] = ()
     if cluster is not None and options.discover_service_ranges:
-        settings.blocked_networks = await asyncio.to_thread(guarded_networks, cluster, settings.blocked_networks)
+        cluster_ranges = await asyncio.to_thread(guarded_networks, cluster, settings.registry.blocked_networks)
     watcher = None
     pool: PoolSource
     if cluster is not None and not options.platforms_given:
@@ -106,7 +106,7 @@ async def run(settings: Settings, webhook: WebhookSettings, options: ServeOption
         watcher = NodeWatcher(cluster).start()
         pool = watcher_pool(watcher)
     else:
-        pool = static_pool(NodePool.from_platforms(list(settings.platforms)))
+        pool = static_pool(NodePool.from_platforms(list(settings.nodes.platforms)))
 
     extra: list[Callable[[], Awaitable[None]]] = []
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -132,7 +132,7 @@ async def run(settings: Settings, webhook: WebhookSettings, options: ServeOption
     tls = ReloadingTLS(cert, key, interval=options.cert_reload_interval)
     sock = bind(options.host, options.port)
     try:
-        async with open_engine(settings) as engine:
+        async with open_engine(settings, extra_blocked=cluster_ranges) as engine:
             metrics = Metrics()
             metrics.watch_engine(lambda: getattr(engine.client, "stats", {}), lambda: engine.store.stats)
             service = AdmissionService(engine.validator, pool, settings=webhook, cluster=cluster, metrics=metrics)
@@ -140,7 +140,7 @@ async def run(settings: Settings, webhook: WebhookSettings, options: ServeOption
             host, port = sock.getsockname()[:2]
             log.info("canrun webhook listening on https://%s:%s (default mode %s, deadline %ss, %s)", host, port,
                      webhook.default_mode, webhook.deadline,
-                     "node watch" if watcher else "platforms " + ",".join(str(p) for p in settings.platforms))
+                     "node watch" if watcher else "platforms " + ",".join(str(p) for p in settings.nodes.platforms))
             await serve(app, tls, sock=sock, host=options.host, port=options.port, log_level=options.log_level,
                         started=(lambda: started(f"https://{host}:{port}")) if started else None, also=extra)
     finally:

@@ -13,8 +13,8 @@ Two levels, one key each, both built once per admission:
   ``Workload`` and shaping the same messages again.  An answer lives exactly as long as
   the verdict it was shaped from.
 
-A verdict from an unreadable image (``image-unresolvable``) is not remembered: a
-registry hiccup is not a verdict.
+A verdict from an unreadable image (``image-unresolvable``) or with an
+``internal-error`` is not remembered: a registry hiccup or a bug is not a verdict.
 """
 
 from __future__ import annotations
@@ -100,8 +100,8 @@ class Verdicts:
                 log.error("validation failed: %s: %s", type(exc).__name__, exc)
             return
         report = task.result()
-        if any(f.rule == "image-unresolvable" for f in report.findings + report.suppressed):
-            return  # a registry hiccup is not a verdict worth remembering
+        if any(f.rule in ("image-unresolvable", "internal-error") for f in report.findings + report.suppressed):
+            return  # a registry hiccup (or a bug of ours) is not a verdict worth remembering
         self._verdicts[key] = Verdict(time.monotonic() + self.ttl, pool, report, workload)
         self._verdicts.move_to_end(key)
         while len(self._verdicts) > self.size:

@@ -21,7 +21,7 @@ import yaml
 from canrun.audit.inventory import collect
 from canrun.audit.scan import audit, judge
 from canrun.cli import main
-from canrun.config import Settings, open_engine
+from canrun.config import CacheSettings, RegistryAccess, Settings, open_engine
 from canrun.kube.client import Cluster, load_api_client
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
@@ -65,7 +65,7 @@ def cluster_objects(kubeapi: KubeAPIStandIn, refs: dict[str, str]) -> KubeAPISta
 
 def _engine_settings(proxy: CountingProxy, cache_dir: Path) -> Settings:
     """A cold engine: an empty cache directory of its own (the CLI's default is to cache)."""
-    return Settings(insecure_registries=(proxy.host,), cache_dir=cache_dir)
+    return Settings(registry=RegistryAccess(insecure=(proxy.host,)), cache=CacheSettings(dir=cache_dir))
 
 
 async def _audit(api: KubeAPIStandIn, proxy: CountingProxy, cache_dir: Path, **kw: Any):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from canrun.audit.scan import audit
-from canrun.config import Settings, WebhookSettings, open_engine
+from canrun.config import CacheSettings, NodeSettings, RegistryAccess, Settings, WebhookSettings, open_engine
 from canrun.findings import Severity
 from canrun.kube.client import Cluster, load_api_client
 from canrun.kube.scheduling import NodePool
@@ -45,7 +45,8 @@ def test_webhook_audit_mode_and_canrun_audit_agree(images: tuple[str, str], cata
         kubeapi.add(obj)
     deployment = kubeapi.get("Deployment", "web", "shop")
     platforms = [Platform("linux", "amd64"), Platform("linux", "arm64")]
-    settings = Settings(insecure_registries=(local_registry.host,), use_cache=False, platforms=tuple(platforms))
+    settings = Settings(registry=RegistryAccess(insecure=(local_registry.host,)), cache=CacheSettings(enabled=False),
+                        nodes=NodeSettings(platforms=tuple(platforms)))
 
     async def both() -> tuple[list[tuple], list[tuple]]:
         cluster = Cluster(load_api_client(str(kubeapi.kubeconfig_path)))

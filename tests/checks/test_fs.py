@@ -1,4 +1,4 @@
-"""The merged view and the path walk: every layer-application and lookup fact of DESIGN.md."""
+"""The merged view and the path walk: every layer-application and lookup rule the runtimes follow."""
 
 from __future__ import annotations
 

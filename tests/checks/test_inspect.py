@@ -31,7 +31,7 @@ def test_parse_user() -> None:
 @pytest.mark.registry
 def test_whiteout_trace_names_the_layer(local_registry: RunningRegistry, catalogue: Catalogue) -> None:
     code, out, err = inspect(local_registry, catalogue.ref("whiteout"))
-    assert code == 0, err
+    assert code == 1, err  # the verdict is "fails": exit 1, as check does for an error finding
     assert "verdict: fails: command-not-found" in out
     assert "deleted by layer 2 of 2" in out
 
@@ -81,4 +81,19 @@ def test_scripts_and_loader(local_registry: RunningRegistry, catalogue: Catalogu
 @pytest.mark.registry
 def test_missing_platform_is_a_note(local_registry: RunningRegistry, catalogue: Catalogue) -> None:
     code, out, _ = inspect(local_registry, catalogue.ref("amd64-only"), "--platform", "linux/arm64")
-    assert code == 0 and "no build for linux/arm64" in out and "linux/amd64" in out
+    assert code == 1 and "no build for linux/arm64" in out and "linux/amd64" in out  # nodes would fail
+
+
+@pytest.mark.registry
+def test_every_platform_given_is_inspected(local_registry: RunningRegistry, catalogue: Catalogue) -> None:
+    code, out, err = inspect(local_registry, catalogue.ref("busybox"), "--platform", "linux/amd64,linux/arm64",
+                             "--format", "json")
+    assert code == 0, err
+    docs = json.loads(out)
+    assert [d["platform"] for d in docs] == ["linux/amd64", "linux/arm64"]
+    assert all(d["digest"] and d["paths"][0]["verdict"] == "runs" for d in docs)
+    # one platform that fails makes the whole inspect fail, and the text shows both
+    code, out, _ = inspect(local_registry, catalogue.ref("amd64-only"), "--platform", "linux/amd64",
+                           "--platform", "linux/arm64")
+    assert code == 1
+    assert "platform  linux/amd64" in out and "no build for linux/arm64" in out

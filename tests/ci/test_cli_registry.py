@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from canrun.config import Settings, WebhookSettings, open_engine
+from canrun.config import CacheSettings, NodeSettings, RegistryAccess, Settings, WebhookSettings, open_engine
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
 from canrun.webhook.service import AdmissionService, static_pool
@@ -170,7 +170,8 @@ def test_exemptions_are_those_the_webhook_makes(manifest: Path, catalogue: Catal
     assert "exempted by canrun.io/skip (command-not-executable" in r.out
 
     platforms = [Platform.parse(p) for p in PLATFORMS.split(",")]
-    settings = Settings(insecure_registries=(local_registry.host,), use_cache=False, platforms=tuple(platforms))
+    settings = Settings(registry=RegistryAccess(insecure=(local_registry.host,)), cache=CacheSettings(enabled=False),
+                        nodes=NodeSettings(platforms=tuple(platforms)))
     objects = [o for o in yaml.safe_load_all(manifest.read_text()) if o]
 
     async def webhook() -> tuple[set[tuple[str, str, str]], set[tuple[str, str, str]]]:

@@ -67,7 +67,8 @@ def test_every_rule_fires_and_the_run_fails(bad: tuple[Path, Run]) -> None:
     _, run = bad
     assert run.code == 1, run
     fired = {f["rule"] for f in run.findings}
-    expected = {r for r in RULES if r != "not-verified"}
+    # internal-error needs a bug of canrun's: tests/ci/test_internal_error.py injects one
+    expected = {r for r in RULES if r not in ("not-verified", "internal-error")}
     assert expected <= fired, f"rules that never fired: {expected - fired}"
 
 

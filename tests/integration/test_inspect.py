@@ -54,7 +54,7 @@ def test_text_shows_the_trace_and_the_verdict(catalogue: Catalogue, tmp_path: Pa
 
 def test_text_explains_a_failing_default_command(catalogue: Catalogue, tmp_path: Path) -> None:
     run = canrun("inspect", catalogue.ref("crlf"), cache_dir=tmp_path / "cache")
-    assert run.code == 0, run
+    assert run.code == 1, run  # the verdict is "fails"
     assert "fails: interpreter-not-found" in run.stdout
     assert "CRLF" in run.stdout and "fix:" in run.stdout
 

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings
+from canrun.config import CacheSettings, RegistryAccess, Settings, WebhookSettings
 from canrun.image.limits import Limits
 from canrun.webhook.service import AdmissionService
 from tests.robustness import cases
@@ -152,8 +152,8 @@ def start_webhook(tmp: Path, *, registries: tuple[str, ...], deadline: float, li
     ca_file = ca.write(tmp / "ca.pem")
     cert, key = tmp / "tls.crt", tmp / "tls.key"
     issue(ca, cert, key)
-    settings = Settings(insecure_registries=registries, ssrf_guard=True, use_cache=False, timeout=timeout,
-                        limits=limits or Limits())
+    settings = Settings(registry=RegistryAccess(insecure=registries, ssrf_guard=True, timeout=timeout),
+                        cache=CacheSettings(enabled=False), limits=limits or Limits())
     hook = WebhookSettings(default_mode=mode, deadline=deadline, warm_interval=0.0)
     served = serve_webhook(settings, hook, cert=cert, key=key, ca_file=ca_file, client_timeout=deadline + 30)
     return Webhook(served.thread, served.client, served.service, deadline)

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings
+from canrun.config import CacheSettings, RegistryAccess, Settings, WebhookSettings
 from canrun.webhook.logs import JsonFormatter
 from canrun.webhook.service import AdmissionService, PoolSource
 from tests.support.admission import review  # noqa: F401 (the security tests import it from here)
@@ -352,9 +352,9 @@ def start_hook(tmp_path: Path) -> Iterator[Callable[..., Hook]]:
     def start(*, insecure: tuple[str, ...] = (), allow: tuple[str, ...] = (), blocked: tuple[str, ...] = (),
               mode: str = "warn", cluster: Any = None, pool: PoolSource | None = None,
               docker_config: Path | None = None, deadline: float = 10.0) -> Hook:
-        settings = Settings(insecure_registries=insecure, ssrf_guard=True, allow_registry_hosts=allow,
-                            blocked_networks=blocked, docker_config=docker_config,
-                            cache_dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", timeout=5)
+        settings = Settings(registry=RegistryAccess(insecure=insecure, ssrf_guard=True, allow_hosts=allow,
+                                                   blocked_networks=blocked, docker_config=docker_config, timeout=5),
+                            cache=CacheSettings(dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}"))
         webhook = WebhookSettings(default_mode=mode, deadline=deadline, warm_interval=0.0)
         served = serve_webhook(settings, webhook, cert=cert, key=key, ca_file=ca_file, pool=pool or AMD64_ONLY,
                                cluster=cluster, client_timeout=60)

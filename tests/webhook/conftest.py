@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from canrun.config import Settings, WebhookSettings
+from canrun.config import CacheSettings, PolicySettings, RegistryAccess, Settings, WebhookSettings
 from canrun.kube.scheduling import NodePool
 from canrun.platform import Platform
 from canrun.webhook.service import AdmissionService, PoolSource, static_pool
@@ -188,9 +188,10 @@ def start_webhook(tls_dir: TLSFiles, tmp_path: Path) -> Iterator[StartWebhook]:
               pool: PoolSource | None = None, allow_hosts: tuple[str, ...] = (), warm_interval: float = 0.0,
               use_cache: bool = True, verdict_ttl: float = 60.0,
               blocked_networks: tuple[str, ...] = ()) -> Webhook:
-        settings = Settings(insecure_registries=registries, ssrf_guard=True, allow_registry_hosts=allow_hosts,
-                            strict=strict, blocked_networks=blocked_networks,
-                            cache_dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", use_cache=use_cache, timeout=10)
+        settings = Settings(registry=RegistryAccess(insecure=registries, ssrf_guard=True, allow_hosts=allow_hosts,
+                                                   blocked_networks=blocked_networks, timeout=10),
+                            policy=PolicySettings(strict=strict),
+                            cache=CacheSettings(dir=tmp_path / f"cache-{uuid.uuid4().hex[:8]}", enabled=use_cache))
         webhook = WebhookSettings(default_mode=mode, deadline=deadline, strict=strict, warm_interval=warm_interval,
                                   verdict_ttl=verdict_ttl)
         static = static_pool(NodePool.from_platforms([Platform.parse(p) for p in platforms]))

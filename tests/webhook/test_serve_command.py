@@ -66,12 +66,12 @@ def test_serve_standalone_with_a_generated_certificate(tmp_path: Path, catalogue
 
 
 def _serve_args(*flags: str) -> tuple[Any, Any]:
-    from canrun.cli import _settings, build_parser
-    from canrun.webhook.command import apply_flags
+    from canrun.cli import build_parser
+    from canrun.settings import settings_for
 
     args = build_parser().parse_args(["serve", *flags])
-    settings, _ = _settings(args)
-    return settings, apply_flags(args, settings)
+    settings = settings_for("serve", args, environ={})
+    return settings, settings.webhook
 
 
 def test_serve_flags_reach_the_engine_and_the_webhook() -> None:
@@ -79,18 +79,19 @@ def test_serve_flags_reach_the_engine_and_the_webhook() -> None:
                                     "--allow-registry-host", "mirror.corp", "--blocked-network", "10.96.0.0/12",
                                     "--mode", "audit", "--deadline", "2.5", "--strict", "--platform",
                                     "linux/arm64")
-    registry = settings.registry_settings()
+    registry = settings.registry.client_settings()
     assert registry.insecure_hosts == {"reg.local:5000"}
     assert registry.allow_hosts == {"10.0.0.5", "mirror.corp"}
     assert registry.blocked_networks == ("10.96.0.0/12",)
     assert (webhook.default_mode, webhook.deadline, webhook.strict) == ("audit", 2.5, True)
-    assert [str(p) for p in settings.platforms] == ["linux/arm64"]
+    assert [str(p) for p in settings.nodes.platforms] == ["linux/arm64"]
+    assert registry.ssrf_guard  # the webhook's guard is on by default
 
 
 def test_serve_defaults() -> None:
     settings, webhook = _serve_args()
     assert (webhook.default_mode, webhook.deadline, webhook.strict, webhook.events) == ("warn", 5.0, False, True)
-    assert settings.registry_settings().blocked_networks == ()
+    assert settings.registry.client_settings().blocked_networks == ()
 
 
 @pytest.mark.parametrize("flags, says", [

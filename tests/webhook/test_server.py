@@ -318,3 +318,40 @@ def test_rotated_certificate_is_served_to_new_connections(hook: Webhook) -> None
     assert served_certificate("127.0.0.1", port, hook.tls.ca_file).subject.rfc4514_string() == \
         "CN=canrun-webhook-2"
     assert hook.client.get("/healthz").status_code == 200  # the kept-alive connection still works
+
+
+# -- a bug of ours ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def buggy_checks(monkeypatch: pytest.MonkeyPatch, catalogue: Catalogue) -> str:
+    """The checks raise for the busybox image (which runs): an internal error, not a verdict."""
+    from canrun import validator as validator_module
+
+    broken = catalogue.ref("busybox-amd64")
+    real = validator_module.check_container
+
+    def check_container(ctx: Any) -> Any:
+        if ctx.container.image == broken:
+            raise RuntimeError("injected bug")
+        return real(ctx)
+
+    monkeypatch.setattr(validator_module, "check_container", check_container)
+    return broken
+
+
+def test_an_internal_error_fails_open_with_a_warning(start_webhook: StartWebhook, buggy_checks: str,
+                                                     catalogue: Catalogue) -> None:
+    hook = start_webhook(registries=(catalogue.host,), mode="enforce")
+    answer = hook.review(review(pod([container(buggy_checks)])))
+    assert answer["allowed"] is True
+    assert any("internal-error" in w and "injected bug" in w for w in answer["warnings"]), answer
+    # not remembered as a verdict: the next admission judges again
+    assert hook.review(review(pod([container(buggy_checks)])))["warnings"]
+
+
+def test_an_internal_error_denies_in_enforce_mode_under_strict(start_webhook: StartWebhook, buggy_checks: str,
+                                                               catalogue: Catalogue) -> None:
+    hook = start_webhook(registries=(catalogue.host,), mode="enforce", strict=True)
+    answer = hook.review(review(pod([container(buggy_checks)])))
+    assert answer["allowed"] is False
+    assert "internal-error" in answer["status"]["message"]
