@@ -92,6 +92,8 @@ class FileConfig:
     mirrors: dict[str, str] = field(default_factory=dict)
     #: rule id -> severity, or None for a rule that is turned off.
     rules: dict[str, Severity | None] = field(default_factory=dict)
+    #: Globs of paths ``check`` does not read in the directories it walks.
+    exclude: tuple[str, ...] = ()
 
 
 def find_config(start: Path) -> Path | None:

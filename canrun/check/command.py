@@ -40,7 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", help="kubeconfig context for --kubeconfig (implies the default kubeconfig)")
     p.add_argument("--strict", action=argparse.BooleanOptionalAction, default=None,
                    help="images that cannot be read are errors (default: warnings, or the config file's)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="do not read paths matching GLOB in the directories given (repeatable; relative paths "
+                        "like tests/data or charts/*/ci, or names like '*.json'); adds to the config file's exclude")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show notes (info findings) and the files skipped as not Kubernetes objects")
 
 
 def file_config(args: argparse.Namespace, cwd: Path) -> FileConfig:
@@ -149,7 +153,8 @@ async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin
     else:
         pool = NodePool.from_platforms(settings.platforms)
 
-    loaded = load_objects(paths, stdin=stdin or sys.stdin)
+    loaded = load_objects(paths, stdin=stdin or sys.stdin,
+                          exclude=[*cfg.exclude, *getattr(args, "exclude", [])])
     workloads = workloads_from_load(loaded)
     async with open_engine(settings) as engine:
         report = await engine.validator.check(workloads.workloads, pool, progress=progress)
@@ -157,6 +162,7 @@ async def run(args: argparse.Namespace, *, stdout: TextIO, stderr: TextIO, stdin
     checkrun = CheckRun(
         report=report, platforms=list(settings.platforms), platforms_defaulted=defaulted,
         input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,
+        not_objects=list(loaded.not_objects), not_checked=list(loaded.not_checked),
         targets=targets_for(workloads.workloads, lambda w: platforms_for(w.pod, pool).platforms),
         platforms_from=platforms_from)
 
