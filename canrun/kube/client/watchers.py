@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self
 
 from canrun.errors import ClusterError
-from canrun.kube.client.nodes import node_info
 from canrun.kube.client.transport import Snapshot, WatchStream
-from canrun.kube.scheduling import NodeInfo, NodePool
+from canrun.kube.scheduling import NodeInfo, NodePool, node_info
 
 log = logging.getLogger("canrun.kube")
 
