@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from canrun.audit import policyreport
 from canrun.audit.model import AuditRun
-from canrun.audit.scan import audit
+from canrun.audit.scan import audit, pull_secrets_of
 from canrun.config import Settings, open_engine
 from canrun.errors import CanrunError, UsageError
 
@@ -41,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply", action="store_true",
                    help="create or update the wgpolicyk8s.io PolicyReports (canrun-<namespace>) in the cluster")
     p.add_argument("--strict", action="store_true", help="images that cannot be read are errors")
+    p.add_argument("--use-pull-secrets", action="store_true",
+                   help="read each workload's images with its own imagePullSecrets (or its ServiceAccount's), as "
+                        "the kubelet does; needs get on secrets and serviceaccounts (off by default: no Secrets "
+                        "are read)")
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even with error findings (scheduled audits whose results live in PolicyReports)")
 
@@ -91,6 +95,9 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
             if given:
                 raise UsageError(f"{flag} needs a cluster; -f audits a dump offline (select when dumping: "
                                  "kubectl get … -l SELECTOR)")
+        if args.use_pull_secrets:
+            raise UsageError("--use-pull-secrets reads Secrets from a cluster; with -f the dump is judged with "
+                             "your own registry credentials (--docker-config)")
         for dump in dumps:
             if dump != "-" and not Path(dump).exists():
                 raise UsageError(f"-f {dump}: no such file or directory")
@@ -105,10 +112,15 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
 
         api_client = await asyncio.to_thread(load_api_client, args.kubeconfig, args.context)
         cluster = Cluster(api_client)
+        problems: list[str] = []
+        keychain_for = pull_secrets_of(cluster, problems) if args.use_pull_secrets else None
         async with open_engine(settings) as engine:
             result = await audit(cluster, engine.validator, namespaces=args.namespace or None,
                                  label_selector=args.selector,
-                                 platforms=settings.platforms if platforms_given else None, progress=progress)
+                                 platforms=settings.platforms if platforms_given else None, progress=progress,
+                                 keychain_for=keychain_for)
+        for problem in problems:
+            stderr.write(f"canrun: {problem}\n")
     text = render(result, args.format)
     if args.output is not None:
         try:
