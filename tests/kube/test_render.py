@@ -258,3 +258,22 @@ def test_the_renderer_has_a_time_and_size_bound(tmp_path: Path, monkeypatch: pyt
     from canrun.kube.yamldoc import ManifestLimits
     with pytest.raises(Exception, match="more than 1024 bytes"):
         render.render_chart(str(tmp_path / "chart"), limits=ManifestLimits(max_file_bytes=1024))
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not on PATH")
+def test_a_kustomize_without_build_metadata_still_builds_and_names_the_kustomization(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old kustomize refuses buildMetadata (it came in v4.5): the directory is built as it is."""
+    tool = tmp_path / "bin" / "kustomize"
+    tool.parent.mkdir()
+    tool.write_text('#!/bin/sh\n[ "$1" = build ] || exit 2\nif grep -qs buildMetadata "$2/kustomization.yaml"; then\n'
+                    '  echo "Error: json: unknown field \\"buildMetadata\\"" >&2; exit 1\nfi\n'
+                    f'exec {shutil.which("kubectl")} kustomize "$2"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}/usr/bin:/bin")
+    root = kustomize_tree(tmp_path / "repo")
+    loaded = load_objects([str(root / "base")])
+    assert loaded.errors == []
+    places = {(o.obj["kind"], o.source.file, o.source.line) for o in loaded.objects}
+    assert places == {("ConfigMap", str(root / "base" / "kustomization.yaml"), None),
+                      ("Deployment", str(root / "base" / "kustomization.yaml"), None)}
