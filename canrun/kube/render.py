@@ -30,9 +30,6 @@ from __future__ import annotations
 import bisect
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +84,15 @@ def is_chart(directory: str) -> bool:
 # --------------------------------------------------------------------------- running a tool
 
 
+def _which() -> Callable[[str], str | None]:
+    import shutil  # here, not at the top: a check without kustomizations or charts never needs it
+
+    return shutil.which
+
+
 def _run(argv: list[str], *, cwd: str | None, limits: ManifestLimits, what: str, source: str) -> str:
     """The tool's standard output, bounded in bytes and time; ManifestError naming its complaint otherwise."""
+    import subprocess
     try:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -121,16 +125,18 @@ def _kustomize_argv(which: Callable[[str], str | None]) -> list[str] | None:
 
 
 def render_kustomization(directory: str, *, limits: ManifestLimits = DEFAULT_LIMITS,
-                         which: Callable[[str], str | None] = shutil.which, shown_from: str | None = None) -> Rendered:
+                         which: Callable[[str], str | None] | None = None, shown_from: str | None = None) -> Rendered:
     """Build ``directory`` with kustomize; each object reported at its resource file and line.
 
     File names are shown under ``shown_from`` (the directory the user named) when they lie in it.
     """
-    argv = _kustomize_argv(which)
+    argv = _kustomize_argv(which or _which())
     if argv is None:
         raise RendererMissing("a kustomization, but neither kustomize nor kubectl is on PATH: install one, "
                               f"or render it yourself (kubectl kustomize {directory} | canrun check -f -)",
                               source=directory)
+    import tempfile
+
     what = " ".join(argv)
     target = os.path.abspath(directory)
     with tempfile.TemporaryDirectory(prefix="canrun-kustomize-") as wrapper:
@@ -285,9 +291,9 @@ def _graft(target: Any, source: Any) -> None:
 
 
 def render_chart(directory: str, *, limits: ManifestLimits = DEFAULT_LIMITS,
-                 which: Callable[[str], str | None] = shutil.which, shown_from: str | None = None) -> Rendered:
+                 which: Callable[[str], str | None] | None = None, shown_from: str | None = None) -> Rendered:
     """``helm template`` of the chart in ``directory`` with its default values."""
-    if not which("helm"):
+    if not (which or _which())("helm"):
         raise RendererMissing("a Helm chart, but helm is not on PATH: install helm, or render it yourself "
                               f"(helm template {directory} | canrun check -f -)", source=directory)
     text = _run(["helm", "template", os.path.abspath(directory)], cwd=None, limits=limits, what="helm template",
