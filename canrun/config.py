@@ -270,6 +270,25 @@ class WebhookSettings:
             raise UsageError(f"--deadline must be between 0 and 30 seconds, got {self.deadline}")
 
 
+def _globs(raw: list[str]) -> tuple[str, ...]:
+    return tuple(raw)
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    """What ``check`` reads of the paths it is given."""
+
+    #: Globs of paths not read in the directories walked (``tests/data``, ``charts/*/ci``, ``*.json``); the flag's
+    #: globs add to the config file's ``exclude:``.
+    exclude: tuple[str, ...] = setting(
+        (), file="exclude", parse=_globs, merge=True,
+        flag=Flag(("--exclude",), {"action": "append", "metavar": "GLOB",
+                                   "help": "do not read paths matching GLOB in the directories given (repeatable; "
+                                           "relative paths like tests/data or charts/*/ci, or names like "
+                                           "'*.json'); adds to the config file's exclude"},
+                  doors=("check",)))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a door runs with; built by ``compose`` (or directly, in tests and embedding code)."""
@@ -279,6 +298,7 @@ class Settings:
     registry: RegistryAccess = field(default_factory=RegistryAccess, metadata=_group())
     cache: CacheSettings = field(default_factory=CacheSettings, metadata=_group())
     webhook: WebhookSettings = field(default_factory=WebhookSettings, metadata=_group())
+    inputs: InputSettings = field(default_factory=InputSettings, metadata=_group())
     #: Safety limits for reading layers (not configurable from outside: they bound hostile input).
     limits: Limits = field(default_factory=Limits)
     #: The config file the settings were read from.
@@ -308,6 +328,8 @@ class FileConfig:
     mirrors: dict[str, str] = field(default_factory=dict)
     #: rule id -> severity, or None for a rule that is turned off.
     rules: dict[str, Severity | None] = field(default_factory=dict)
+    #: Globs of paths ``check`` does not read in the directories it walks.
+    exclude: tuple[str, ...] = ()
 
 
 def _groups() -> list[tuple[str, type]]:

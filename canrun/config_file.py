@@ -75,6 +75,7 @@ class _File(BaseModel):
     registries: _Registries = Field(default_factory=_Registries)
     rules: dict[str, Annotated[Literal["error", "warning", "info", "off"], BeforeValidator(_level)]] = Field(
         default_factory=dict)
+    exclude: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
 
 def discover(cwd: Path) -> FileConfig:
@@ -191,7 +192,8 @@ def _convert(path: Path, model: _File) -> FileConfig:
     return FileConfig(
         path=path, platforms=platforms, runtime=model.runtime, strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
-        docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules)
+        docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
+        exclude=tuple(model.exclude))
 
 
 def _check_host(path: Path, key: str, host: str) -> None:

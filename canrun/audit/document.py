@@ -72,9 +72,11 @@ def audit_document(run: AuditRun) -> dict[str, Any]:
                 "rules": set()})
             off[f.severity.value] += 1
             off["rules"].add(f.rule)
+    # a workload fails when it has an error finding; one with warnings only starts, or may
+    failing = {label for label, off in offenders.items() if off["error"]}
     by_namespace = sorted(namespaces.values(), key=lambda e: (-e["error"], -e["warning"], e["namespace"]))
     for entry in by_namespace:
-        entry["failing"] = len(entry["failing"])
+        entry["failing"] = len(entry["failing"] & failing)
     worst = sorted(offenders.values(), key=lambda e: (-e["error"], -e["warning"], e["label"]))
     for entry in worst:
         entry["rules"] = sorted(entry["rules"])
@@ -94,7 +96,8 @@ def audit_document(run: AuditRun) -> dict[str, Any]:
             "infos": counts["info"],
             "suppressed": len(report.suppressed),
             "workloads": report.workloads,
-            "failing_workloads": len(offenders),
+            "failing_workloads": len(failing),
+            "warned_workloads": len(offenders) - len(failing),
             "containers": report.containers,
             "images": len(report.images),
             "namespaces": len(namespaces),

@@ -66,7 +66,7 @@ def _namespaces_table(namespaces: list[dict[str, Any]]) -> str:
         f'<td class="n" data-col="workloads">{n["workloads"]}</td></tr>'
         for n in namespaces)
     return ('<table id="by-namespace"><thead><tr><th>namespace</th><th class="n">errors</th>'
-            '<th class="n">warnings</th><th class="n">notes</th><th class="n">failing workloads</th>'
+            '<th class="n">warnings</th><th class="n">notes</th><th class="n">workloads that cannot start</th>'
             f'<th class="n">workloads</th></tr></thead><tbody>{rows}</tbody></table>')
 
 
@@ -195,7 +195,7 @@ def render_document(doc: dict[str, Any]) -> str:
         _card("errors", s["errors"], "errors", "err" if s["errors"] else "ok"),
         _card("warnings", s["warnings"], "warnings", "warn" if s["warnings"] else ""),
         _card("infos", s["infos"], "notes"),
-        _card("failing_workloads", s["failing_workloads"], "failing workloads", "err" if s["failing_workloads"] else "ok"),
+        _card("failing_workloads", s["failing_workloads"], "workloads that cannot start", "err" if s["failing_workloads"] else "ok"),
         _card("workloads", s["workloads"], "workloads judged"),
         _card("images", s["images"], "images"),
         _card("namespaces", s["namespaces"], "namespaces"),

@@ -19,7 +19,7 @@ list calls — the siblings that share it are judged once, as the first of them,
 so the count of findings does not scale with the replica count either way.
 
 The Kubernetes API is reached only through ``Cluster.list_objects`` (the
-``canrun.kube.client`` module owns the ``kubernetes`` package); its calls are
+``canrun.kube.client`` package owns the ``kubernetes`` package); its calls are
 synchronous, so they run in threads, all kinds and namespaces at once.
 """
 

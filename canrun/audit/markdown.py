@@ -19,6 +19,10 @@ def _cell(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _resource(res: dict[str, Any] | None) -> str:
     if not res:
         return ""
@@ -33,9 +37,11 @@ def render_document(doc: dict[str, Any]) -> str:
     out = [
         "# canrun audit",
         "",
-        f"**{s['errors']} errors, {s['warnings']} warnings** in {s['failing_workloads']} of {s['workloads']} "
-        f"workloads ({s['images']} images, {s['namespaces']} namespaces; {s['infos']} notes, "
-        f"{s['suppressed']} exempted).",
+        f"**{_count(s['errors'], 'error')}, {_count(s['warnings'], 'warning')}**: "
+        f"{s['failing_workloads']} of {_count(s['workloads'], 'workload')} cannot start"
+        + (f", {s['warned_workloads']} more with warnings only" if s.get("warned_workloads") else "")
+        + f" ({_count(s['images'], 'image')}, {_count(s['namespaces'], 'namespace')}; "
+        f"{_count(s['infos'], 'note')}, {s['suppressed']} exempted).",
         "",
         f"Namespaces: {_cell(ns)}" + (f" · selector `{_cell(scope['labelSelector'])}`" if scope.get("labelSelector")
                                        else "")
@@ -48,7 +54,7 @@ def render_document(doc: dict[str, Any]) -> str:
                 f"{r['workloads']} |" for r in doc["by_rule"]]
         out.append("")
     if doc["by_namespace"]:
-        out += ["## By namespace", "", "| namespace | errors | warnings | notes | failing | workloads |",
+        out += ["## By namespace", "", "| namespace | errors | warnings | notes | cannot start | workloads |",
                 "|---|--:|--:|--:|--:|--:|"]
         out += [f"| {_cell(n['namespace'] or '(cluster)')} | {n['error']} | {n['warning']} | {n['info']} | "
                 f"{n['failing']} | {n['workloads']} |" for n in doc["by_namespace"]]

@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the report to FILE; the terminal still gets the text report")
     p.add_argument("--kubeconfig", help="read node platforms and labels from this cluster (--platform wins)")
     p.add_argument("--context", help="kubeconfig context for --kubeconfig (implies the default kubeconfig)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also show notes (info findings)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show notes (info findings) and the files skipped as not Kubernetes objects")
 
 
 async def cluster_pool(kubeconfig: str | None, context: str | None) -> tuple[NodePool, list[Platform], str]:
@@ -109,7 +110,7 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
     else:
         pool = NodePool.from_platforms(platforms)
 
-    loaded = load_objects(paths, stdin=stdin or sys.stdin)
+    loaded = load_objects(paths, stdin=stdin or sys.stdin, exclude=list(settings.inputs.exclude))
     workloads = workloads_from_load(loaded)
     async with open_engine(settings) as engine:
         report = await engine.validator.check(workloads.workloads, pool, progress=progress)
@@ -117,6 +118,7 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
     checkrun = CheckRun(
         report=report, platforms=platforms, platforms_defaulted=defaulted,
         input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,
+        not_objects=list(loaded.not_objects), not_checked=list(loaded.not_checked),
         targets=targets_for(workloads.workloads, lambda w: platforms_for(w.pod, pool).platforms),
         platforms_from=platforms_from)
 

@@ -25,12 +25,15 @@ says so.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from canrun.platform import Platform
 from canrun.spec import NodeSelectorRequirement, PodSpec
+
+log = logging.getLogger("canrun.kube")
 
 OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
 ARCH_LABELS = ("kubernetes.io/arch", "beta.kubernetes.io/arch")
@@ -56,6 +59,25 @@ class NodeInfo:
         os_ = _first(labels, OS_LABELS) or str(info.get("operatingSystem") or "linux")
         arch = _first(labels, ARCH_LABELS) or str(info.get("architecture") or "amd64")
         return cls(name=str(meta.get("name") or ""), platform=Platform(os_, arch), labels=labels)
+
+
+def node_info(node: Mapping[str, Any]) -> NodeInfo | None:
+    """A Node object as the scheduler's view of it, or None when it reports no architecture.
+
+    ``NodeInfo.from_object`` applies the rules (the ``kubernetes.io/os``/``arch`` labels
+    that nodeSelectors match win; ``status.nodeInfo``, what the kubelet reports, fills
+    in).  Nodes report no CPU variant: ``Platform`` applies containerd's default
+    (``arm`` means ``arm/v7``).  A node that reports no architecture at all is left
+    out rather than guessed.  (Shared by the cluster client's node list and watch and
+    by an offline audit of a ``kubectl get nodes -o yaml`` dump.)
+    """
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    if not (any(labels.get(label) for label in ARCH_LABELS) or info.get("architecture")):
+        log.warning("node %s reports no architecture; left out of the node pool", meta.get("name"))
+        return None
+    return NodeInfo.from_object(node)
 
 
 def _first(labels: Mapping[str, str], keys: Sequence[str]) -> str | None:

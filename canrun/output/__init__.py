@@ -54,6 +54,10 @@ class CheckRun:
     #: Objects read that carry no pod spec (Services, ConfigMaps, CRDs …), by kind.
     skipped_kinds: dict[str, int] = field(default_factory=dict)
     files: int = 0
+    #: Documents found in directories that are not Kubernetes objects (Helm values, CI configs …): passed over.
+    not_objects: list[ManifestError] = field(default_factory=list)
+    #: Directories not checked because their renderer (kustomize, helm) is not installed.
+    not_checked: list[ManifestError] = field(default_factory=list)
     #: Every container judged (for formats that list passes too); may be empty.
     targets: list[Target] = field(default_factory=list)
     #: Where the platforms came from when not the flag or the default, e.g. "3 nodes of context kind".
@@ -75,7 +79,13 @@ class CheckRun:
             "input_errors": len(self.input_errors),
             "files": self.files,
             "skipped_objects": dict(sorted(self.skipped_kinds.items())),
+            "not_objects": self.not_object_files(),
+            "not_checked": len(self.not_checked),
         }
+
+    def not_object_files(self) -> int:
+        """Files passed over because nothing in them is a Kubernetes object."""
+        return len({e.source for e in self.not_objects})
 
     def counts_line(self) -> str:
         """``3 errors, 1 warning in 2 workloads, 5 images checked`` — the headline every format shares."""
@@ -85,6 +95,11 @@ class CheckRun:
                 f"{_count(s['images'], 'image')} checked")
         if s["input_errors"]:
             line += f", {_count(s['input_errors'], 'unreadable document')}"
+        if s["not_objects"]:
+            line += f", {_count(s['not_objects'], 'file')} without Kubernetes objects skipped"
+        if s["not_checked"]:
+            n = s["not_checked"]
+            line += f", {n} director{'y' if n == 1 else 'ies'} not rendered"
         return line
 
     def platforms_note(self) -> str:

@@ -95,6 +95,11 @@ def render(run: CheckRun, *, colour: bool = False, verbose: bool = False) -> str
         lines.append(f"{hidden} note(s) about what could not be verified (shown with --verbose)")
     for err in run.input_errors:
         lines.append(paint(clean(f"cannot read {err}", "  "), _COLOURS[Severity.WARNING]))
+    for err in run.not_checked:
+        lines.append(paint(clean(f"not checked {err}", "  "), _COLOURS[Severity.WARNING]))
+    if verbose:
+        for err in run.not_objects:
+            lines.append(paint(clean(f"skipped {err}", "  "), _DIM))
     counts = run.counts_line()
     code = _COLOURS[Severity.ERROR] if run.report.errors else ""
     lines.append(f"{paint(counts, code) if code else counts} ({run.platforms_note()})")

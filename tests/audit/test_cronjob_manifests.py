@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,3 +79,31 @@ def test_kustomize_builds_the_overlay_with_the_base_image_name() -> None:
     assert cronjob["metadata"]["namespace"] == "canrun"
     image = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.startswith("ghcr.io/canrun/canrun:")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_pull_secrets_component_is_the_only_way_to_secrets(tmp_path: Path) -> None:
+    """components/audit-pull-secrets: get on secrets and serviceaccounts for the audit's account, and the flag."""
+    component = OVERLAY.parents[1] / "components" / "audit-pull-secrets"
+    wrapper = tmp_path / "overlay"
+    wrapper.mkdir()
+    (wrapper / "kustomization.yaml").write_text(
+        f"resources: [{Path(os.path.relpath(OVERLAY, wrapper)).as_posix()}]\n"
+        f"components: [{Path(os.path.relpath(component, wrapper)).as_posix()}]\n")
+    built = subprocess.run(["kubectl", "kustomize", str(wrapper)], capture_output=True, text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    role = next(d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "canrun-audit-pull-secrets")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}]
+    binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding"
+                   and d["metadata"]["name"] == "canrun-audit-pull-secrets")
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": account["metadata"]["namespace"]}]
+    cronjob = next(d for d in docs if d["kind"] == "CronJob")
+    args = build_parser().parse_args(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args.command == "audit" and args.use_pull_secrets and args.apply
+    # and without the component, no Secret is reachable and the flag is off
+    plain = _kind("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not build_parser().parse_args(plain).use_pull_secrets

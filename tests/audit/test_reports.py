@@ -132,7 +132,10 @@ def test_json_document_numbers_add_up() -> None:
     doc = document.audit_document(sample_run())
     s = doc["summary"]
     assert (s["errors"], s["warnings"], s["infos"], s["suppressed"]) == (2, 1, 1, 1)
-    assert s["workloads"] == 5 and s["failing_workloads"] == 2 and s["namespaces"] == 3
+    # web has errors; backup only a warning: it starts (or may), so it is not counted as failing
+    assert s["workloads"] == 5 and s["failing_workloads"] == 1 and s["warned_workloads"] == 1
+    assert s["namespaces"] == 3
+    assert {n["namespace"]: n["failing"] for n in doc["by_namespace"]} == {"shop": 1, "ops": 0, "infra": 0}
     assert s["folded_objects"] == 5 and s["listed_objects"] == 15
     assert sum(r["findings"] for r in doc["by_rule"]) == len(doc["findings"])
     assert doc["by_rule"][0]["severity"] == "error"
@@ -144,7 +147,8 @@ def test_json_document_numbers_add_up() -> None:
 
 def test_markdown_tables_survive_pipes_and_newlines() -> None:
     text = markdown.render(sample_run())
-    assert "**2 errors, 1 warnings**" in text
+    assert "**2 errors, 1 warning**: 1 of 5 workloads cannot start, 1 more with warnings only" in text
+    assert "1 warnings" not in text and "1 notes" not in text
     row = next(line for line in text.splitlines() if "platform-missing" in line and "pipes" in line)
     assert "\\| pipes and newlines" in row
     header = next(line for line in text.splitlines() if line.startswith("| severity | rule | workload"))

@@ -28,9 +28,18 @@ def node(name: str, arch: str | None = "amd64", os_: str = "linux", *, info_arch
 
 # --- config -------------------------------------------------------------------------------
 
-def test_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ClusterError, match="no kubeconfig at .*nope"):
+def test_missing_kubeconfig_says_which_setting_named_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ClusterError, match=r"^--kubeconfig .*nope: the file does not exist$"):
         load_api_client(str(tmp_path / "nope"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "env-nope"))
+    with pytest.raises(ClusterError, match=r"^KUBECONFIG=.*env-nope: the file does not exist$"):
+        load_api_client()
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ClusterError, match=r"no kubeconfig at .*\.kube/config and not running in a pod: pass "
+                                           r"--kubeconfig"):
+        load_api_client()
 
 
 def test_broken_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
@@ -75,8 +84,22 @@ def test_forbidden_names_the_rbac_problem(kubeapi: KubeAPIStandIn, cluster: Clus
 def test_unreachable_api_is_a_clear_error(kubeapi: KubeAPIStandIn, cluster: Cluster) -> None:
     kubeapi.stop()
     cluster.api_client.configuration.retries = 0
-    with pytest.raises(ClusterError, match="unreachable while listing nodes"):
+    with pytest.raises(ClusterError) as info:
         cluster.list_nodes()
+    # one line in the operating system's words, not urllib3's MaxRetryError sentence
+    assert str(info.value) == f"cannot reach the Kubernetes API at {kubeapi.url} while listing nodes: connection refused"
+
+
+def test_a_host_that_does_not_resolve_is_said_so(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                      "clusters: [{name: c, cluster: {server: 'https://no-such-host.invalid:6443'}}]\n"
+                      "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    api_client = load_api_client(str(config))
+    api_client.configuration.retries = 0
+    with pytest.raises(ClusterError, match=r"^cannot reach the Kubernetes API at https://no-such-host.invalid:6443 "
+                                           r"while listing nodes: the host name does not resolve$"):
+        Cluster(api_client).list_nodes()
 
 
 # --- namespaces -------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ from canrun.kube.client.cluster import (
     Cluster,
 )
 from canrun.kube.client.kubeconfig import load_api_client
-from canrun.kube.client.nodes import node_info
 from canrun.kube.client.transport import KindNotServed, ResourceInfo, Snapshot, WatchStream
 from canrun.kube.client.watchers import ListWatch, NodeWatcher, PodWatcher
+from canrun.kube.scheduling import node_info
 
 __all__ = [
     "DEFAULT_TIMEOUT", "EVENT_MESSAGE_MAX", "KEYCHAIN_TTL", "NAMESPACE_TTL",

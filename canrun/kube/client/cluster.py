@@ -30,11 +30,10 @@ from typing import Any
 from kubernetes import client as k8s_client
 
 from canrun.errors import ClusterConflict, ClusterError, UsageError
-from canrun.kube.client.nodes import node_info
 from canrun.kube.client.transport import KNOWN, ApiTransport, KindNotServed, ResourceInfo, Snapshot, WatchStream
 from canrun.kube.client.ttlcache import TTLCache
 from canrun.kube.client.watchers import PodWatcher
-from canrun.kube.scheduling import NodeInfo
+from canrun.kube.scheduling import NodeInfo, node_info
 from canrun.registry.auth import Keychain
 
 log = logging.getLogger("canrun.kube")

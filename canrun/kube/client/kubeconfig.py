@@ -30,10 +30,11 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
         except ConfigException as exc:
             raise ClusterError(f"cannot use the in-cluster Kubernetes config: {exc}") from exc
     else:
-        path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        env = os.environ.get("KUBECONFIG")
+        path = kubeconfig or env or str(Path.home() / ".kube" / "config")
         files = [p for p in path.split(os.pathsep) if p]
         if not any(Path(os.path.expanduser(p)).is_file() for p in files):
-            raise ClusterError(f"no kubeconfig at {path}: pass --kubeconfig or set KUBECONFIG")
+            raise ClusterError(_no_kubeconfig(path, given=kubeconfig is not None, from_env=bool(env)))
         try:
             k8s_config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
                                         persist_config=False)
@@ -42,3 +43,13 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     api_client = k8s_client.ApiClient(configuration)
     api_client.user_agent = f"canrun/{__version__}"
     return api_client
+
+
+def _no_kubeconfig(path: str, *, given: bool, from_env: bool) -> str:
+    """Say which setting named the missing file, so the fix is obvious."""
+    what = "does not exist" if os.pathsep not in path else "names no file that exists"
+    if given:
+        return f"--kubeconfig {path}: the file {what}"
+    if from_env:
+        return f"KUBECONFIG={path}: the file {what}"
+    return (f"no kubeconfig at {path} and not running in a pod: pass --kubeconfig FILE or set KUBECONFIG")

@@ -8,6 +8,7 @@ the operations above never see a library exception.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,37 @@ def _status_message(exc: ApiException) -> str:
     return str(exc.reason or "no reason given")
 
 
+def network_reason(exc: BaseException) -> str:
+    """What went wrong on the wire, in a few words: urllib3 wraps the cause in a sentence about retries.
+
+    ``MaxRetryError`` carries the last attempt's error in ``reason``; that one (or the
+    exception itself) is named by its kind, with the operating system's words for it.
+    """
+    cause: BaseException = exc
+    if isinstance(cause, urllib3.exceptions.MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    if isinstance(cause, urllib3.exceptions.SSLError):
+        inner = cause.args[0] if cause.args else cause
+        detail = getattr(inner, "reason", None) or getattr(inner, "verify_message", None) or str(inner)
+        return f"TLS handshake failed ({detail})"
+    if isinstance(cause, urllib3.exceptions.NameResolutionError):
+        return "the host name does not resolve"
+    text = str(cause)
+    # NewConnectionError subclasses ConnectTimeoutError (urllib3 keeps that for compatibility): words first
+    errno_text = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if errno_text:
+        words = errno_text.group(1).strip().rstrip(".")
+        return words[:1].lower() + words[1:]
+    if isinstance(cause, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError,
+                          TimeoutError)):
+        return "timed out"
+    if isinstance(cause, urllib3.exceptions.ProtocolError):
+        return "the connection broke (not an HTTPS API server on that port?)"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[:1].lower() + cause.strerror[1:]
+    return text.splitlines()[0][:200] if text else type(cause).__name__
+
+
 def _api_error(exc: ApiException, what: str) -> ClusterError:
     status = int(exc.status or 0)
     message = _status_message(exc)
@@ -135,8 +167,8 @@ class ApiTransport:
         except ApiException as exc:
             raise _api_error(exc, what) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterError(f"Kubernetes API at {self.host} unreachable while {what}: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} while {what}: "
+                               f"{network_reason(exc)}") from exc
         try:
             return json.loads(data) if data else {}
         except ValueError as exc:

@@ -3,8 +3,11 @@
 They are built only on the public list-and-watch pair of a cluster
 (``list_snapshot``/``watch``, see ``ListWatchSource``), so a watcher knows what
 an event means and nothing of HTTP.  One thread per watched kind reads the stream
-and hands each change to its listener, the way kopf's reactor runs one watcher
-per resource and fans the events out.
+and applies each event in order.  kopf's reactor (``_core/reactor/queueing.py``)
+also runs one watcher per resource kind, but fans the events out to per-object
+queues and workers, which pays off when handling an event is slow; here applying
+one is a dict update (and a listener callback that must not block), so it is done
+inline on the watch thread.
 """
 
 from __future__ import annotations
@@ -15,9 +18,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self
 
 from canrun.errors import ClusterError
-from canrun.kube.client.nodes import node_info
 from canrun.kube.client.transport import Snapshot, WatchStream
-from canrun.kube.scheduling import NodeInfo, NodePool
+from canrun.kube.scheduling import NodeInfo, NodePool, node_info
 
 log = logging.getLogger("canrun.kube")
 
