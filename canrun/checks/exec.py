@@ -502,12 +502,17 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
             ev = f.evidence
             what = ev.get("resolved") or ev.get("path")
             kind = "directory" if ev.get("type") == "dir" else "file"
+            if effective_security(ctx.pod, ctx.container).privileged:
+                keeps, without = ("is privileged (every capability, CAP_DAC_OVERRIDE among them)",
+                                  "without privileged: true")
+            else:
+                keeps, without = ("keeps CAP_DAC_OVERRIDE",
+                                  "with capabilities.drop: [ALL] (the restricted Pod Security profile)")
             found.append(finding(
                 "command-not-executable",
                 f"{kind} {what} is mode {ev.get('mode')} owned by {ev.get('uid')}:{ev.get('gid')}: "
-                f"{identity.describe()} runs {argv0!r} under {ctx.runtime} only because the container keeps "
-                f"CAP_DAC_OVERRIDE; it fails with permission denied under Docker/cri-dockerd or with "
-                f"capabilities.drop: [ALL] (the restricted Pod Security profile){_prefix_note(ctx)}",
+                f"{identity.describe()} runs {argv0!r} under {ctx.runtime} only because the container {keeps}; "
+                f"it fails with permission denied under Docker/cri-dockerd or {without}{_prefix_note(ctx)}",
                 severity=Severity.WARNING,
                 hint=f.hint,
                 evidence={**f.evidence, "hangs_on": "CAP_DAC_OVERRIDE"}))

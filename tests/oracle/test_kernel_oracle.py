@@ -81,6 +81,7 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, arm64_busybox: Path) -> Pat
     _write(app / "static", busybox, 0o755)
     _write(app / "noexec", busybox, 0o644)
     _write(app / "root700", busybox, 0o700)
+    _write(app / "root710", busybox, 0o710)
     _write(app / "user700", busybox, 0o700, uid=1000, gid=1000)
     _write(app / "owner605", busybox, 0o605, uid=1000, gid=1000)
     _write(app / "group750", busybox, 0o750, uid=0, gid=50)
@@ -150,6 +151,7 @@ class Case:
     runtime: str = "containerd"
     supplemental: tuple[int, ...] = ()
     cwd: str = "/"
+    privileged: bool = False
     warning: bool = False  # a DAC_OVERRIDE warning is expected
     id: str = field(default="")
 
@@ -175,6 +177,11 @@ CASES = [
     Case("/app/root700", "command-not-executable", uid=1000, runtime="docker"),
     Case("/app/root700", "command-not-executable", uid=1000, drop=("ALL",)),
     Case("/app/root700", None, uid=1000, runtime="cri-o", warning=True),
+    # privileged: every capability, whatever drop says (containerd applies the list, then WithPrivileged)
+    Case("/app/root710", None, uid=1000, drop=("ALL",), privileged=True, warning=True),
+    Case("/app/root710", "command-not-executable", uid=1000, drop=("ALL",)),
+    Case("/app/root710", "command-not-executable", uid=1000, privileged=True, runtime="docker"),
+    Case("/secret/tool", None, uid=1000, drop=("ALL",), privileged=True, warning=True),
     Case("/app/user700", None),
     Case("/app/user700", "command-not-executable", drop=("ALL",)),
     Case("/app/user700", None, uid=1000, drop=("ALL",)),
@@ -224,6 +231,8 @@ def _id(case: Case) -> str:
         extra.append("add-" + "-".join(case.add))
     if case.runtime != "containerd":
         extra.append(case.runtime)
+    if case.privileged:
+        extra.append("privileged")
     if case.supplemental:
         extra.append("groups")
     if case.cwd != "/":
@@ -233,7 +242,7 @@ def _id(case: Case) -> str:
 
 def _verdict(fs: MergedFS, case: Case) -> tuple[list[Finding], object]:
     sc = SecurityContext(run_as_user=case.uid, run_as_group=case.gid, capabilities_add=case.add,
-                         capabilities_drop=case.drop)
+                         capabilities_drop=case.drop, privileged=case.privileged or None)
     container = Container(name="c", image="oracle", command=(case.command,), security_context=sc,
                           working_dir=case.cwd)
     pod = PodSpec(containers=(container,), security_context=SecurityContext(supplemental_groups=case.supplemental))
