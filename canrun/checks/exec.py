@@ -4,7 +4,9 @@ Lookup (runc, Go's ``exec.LookPath``, inside the container root after volumes
 are mounted and credentials dropped): a name containing ``/`` is a path,
 relative to the working directory; a bare name walks ``$PATH`` and *skips*
 directories and candidates the process may not execute (``faccessat(X_OK,
-AT_EACCESS)``): none left is "executable file not found in $PATH".
+AT_EACCESS)``): none left is "executable file not found in $PATH".  The first
+hit found through an empty or relative entry (``PATH=:/bin``) is refused
+(Go >= 1.19, ErrDot), even when a later entry has the program.
 
 execve (the kernel): every directory on the way needs search permission;
 the file must be a regular file the process may execute (``generic_permission``:
@@ -87,6 +89,8 @@ class PathSearch:
 
     dirs: list[str]
     found: Resolution | None = None
+    #: The empty ('.') or relative PATH entry the hit was found through, if it was.
+    relative: str | None = None
     unknown: Resolution | None = None
     skipped: list[Skipped] = field(default_factory=list)
 
@@ -187,6 +191,18 @@ class Judge:
                      f"{_mount_desc(search.unknown)}: whether it is there is only known at run time",
                      path=candidate, searched=search.dirs)
             return None
+        if search.found is not None and search.relative:
+            found = search.found
+            self.add("command-not-found",
+                     f"{argv0!r} ({origin}) is found on PATH only as {found.path}, through the "
+                     f"{'empty' if search.relative == '.' else 'relative'} PATH entry {search.relative!r} "
+                     f"(PATH={self.process.path_var}): runc's lookup (Go's exec.LookPath) refuses it: exec: "
+                     f"\"{argv0}\": cannot run executable found relative to current directory",
+                     hint=f"put absolute directories only in PATH (an empty entry, as in `PATH=:/bin` or a trailing "
+                          f"`:`, means the working directory), or write the command as ./{argv0} or by its full path",
+                     path=argv0, searched=search.dirs, relative_entry=search.relative, resolved=found.real,
+                     user=self.identity.evidence())
+            return None
         if search.found is not None:
             return search.found
         skipped = search.skipped
@@ -215,7 +231,11 @@ class Judge:
 
         One walk for runc's lookup of the command and for ``env``'s lookup of a
         ``#!/usr/bin/env X`` program: both skip directories and candidates
-        ``faccessat(X_OK)`` refuses.  An empty entry means the working directory.
+        ``faccessat(X_OK)`` refuses, and an empty entry means the working
+        directory.  They differ on a hit found through an empty or relative
+        entry: Go's ``exec.LookPath`` (runc) stops there and refuses it with
+        ErrDot, execvp (``env``) runs it; ``PathSearch.relative`` names that
+        entry and the caller decides.
         """
         path_var = self.process.path_var
         if path_var is None:
@@ -242,6 +262,8 @@ class Judge:
                                               f"not executable: mode {node.mode_octal}, owner {node.owner}"))
                 continue
             search.found = res
+            if not directory.startswith("/"):
+                search.relative = directory
             return search
         return search
 
