@@ -397,8 +397,20 @@ class Judge:
                      f"execve fails with ELOOP", **self.evidence_of(res))
             return
         interp = info.interpreter
-        ires = self.resolve(interp)
         line = info.line or f"#!{interp}"
+        if not interp:
+            # binfmt_script found a name that is empty ("#!", "#!\0…", "#!   \0"): open_exec("") walks no
+            # component and ends at the working directory, and exec of a directory is EACCES.
+            self.add("command-not-executable",
+                     f"{what} starts with {line!r}, which names no interpreter before the end of the line or a NUL "
+                     f"byte: the kernel opens the empty name, which is the working directory "
+                     f"({self.process.cwd or '/'}), a directory: execve fails with permission denied (EACCES, "
+                     f"exit 126)",
+                     hint="write the interpreter's absolute path on the first line (for example #!/bin/sh), or "
+                          "remove the #! line and run the file through its interpreter in `command`",
+                     interpreter="", **self.evidence_of(res))
+            return
+        ires = self.resolve(interp)
         if ires.outcome == OK:
             assert ires.node is not None
             self.execve(ires, interp, depth=depth + 1, chain=[*chain, node.path])

@@ -356,3 +356,20 @@ def test_shebang_via_path_lookup_and_args_only() -> None:
     assert rules(found) == ["interpreter-not-found"] and "the image ENTRYPOINT" in found[0].message
     # command alone replaces the broken entrypoint
     assert run(fs, container(["/bin/sh"]), config=cfg) == []
+
+
+def test_shebang_without_an_interpreter_name_is_eacces_as_the_kernel_says() -> None:
+    """``#!``, ``#!\\0./perl``, ``#!`` + spaces + NUL: binfmt_script opens "", the working directory."""
+    from canrun.image.binary import parse_shebang
+
+    for head in (b"#!", b"#!\0./perl\n", b"#!   \0\n"):
+        found = run(image(d("/app"), f("/app/run", 0o755, exec=parse_shebang(head))),
+                    container(["/app/run"], working_dir="/app"))
+        assert rules(found) == ["command-not-executable"], head
+        assert "names no interpreter" in found[0].message and "(/app)" in found[0].message
+        assert found[0].evidence["interpreter"] == "" and "#!/bin/sh" in found[0].hint
+    # with a newline right after (only spaces between), the kernel refuses the line: ENOEXEC
+    assert rules(run(image(d("/app"), script("/app/run", "#!  ")), container(["/app/run"]))) == ["exec-format"]
+    # a name, even one that does not exist, is still interpreter-not-found
+    assert rules(run(image(d("/app"), script("/app/run", "#!/nope")), container(["/app/run"]))) == [
+        "interpreter-not-found"]

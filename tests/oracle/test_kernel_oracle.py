@@ -104,6 +104,10 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, arm64_busybox: Path) -> Pat
     _write(app / "env-missing.sh", b"#!/usr/bin/env nosuchprog\n", 0o755)
     _write(app / "env-crlf.sh", b"#!/usr/bin/env sh\r\necho hi\r\n", 0o755)
     _write(app / "env-static.sh", b"#!/usr/bin/env static\n", 0o755)
+    # #! with an empty interpreter name: the kernel opens "", the working directory (EACCES)
+    _write(app / "bang-only", b"#!", 0o755)
+    _write(app / "bang-nul", b"#!\0./perl\n", 0o755)
+    _write(app / "bang-spaces-nul", b"#!   \0\n", 0o755)
     (app / "dangling").symlink_to("nothere")
     (app / "loop-a").symlink_to("loop-b")
     (app / "loop-b").symlink_to("loop-a")
@@ -231,6 +235,9 @@ CASES = [
     Case("./static", None, cwd="/app", path=":/bin"),
     # env (execvp) runs what it finds through a relative entry: the #! exec itself succeeds either way
     Case("/app/env-static.sh", None, cwd="/app", path=":/bin"),
+    Case("/app/bang-only", "command-not-executable"),
+    Case("/app/bang-nul", "command-not-executable"),
+    Case("/app/bang-spaces-nul", "command-not-executable", cwd="/app"),
     Case("sh", None),
 ]
 
