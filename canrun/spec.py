@@ -57,6 +57,8 @@ class SecurityContext:
     run_as_non_root: bool | None = None
     capabilities_add: tuple[str, ...] = ()
     capabilities_drop: tuple[str, ...] = ()
+    #: Container level only: every capability, whatever ``capabilities`` says.
+    privileged: bool | None = None
     #: Pod level only.
     supplemental_groups: tuple[int, ...] = ()
     fs_group: int | None = None

@@ -4,7 +4,9 @@ Lookup (runc, Go's ``exec.LookPath``, inside the container root after volumes
 are mounted and credentials dropped): a name containing ``/`` is a path,
 relative to the working directory; a bare name walks ``$PATH`` and *skips*
 directories and candidates the process may not execute (``faccessat(X_OK,
-AT_EACCESS)``): none left is "executable file not found in $PATH".
+AT_EACCESS)``): none left is "executable file not found in $PATH".  The first
+hit found through an empty or relative entry (``PATH=:/bin``) is refused
+(Go >= 1.19, ErrDot), even when a later entry has the program.
 
 execve (the kernel): every directory on the way needs search permission;
 the file must be a regular file the process may execute (``generic_permission``:
@@ -24,6 +26,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from canrun.checks.context import ExecContext
@@ -62,6 +65,34 @@ def _via(res: Resolution) -> str:
     if not res.hops:
         return ""
     return " (" + ", ".join(f"{h.link} -> {h.target}" for h in res.hops) + ")"
+
+
+class Skip(Enum):
+    """Why a PATH candidate was passed over."""
+
+    UNSEARCHABLE = "unsearchable"
+    DIRECTORY = "directory"
+    NOT_EXECUTABLE = "not-executable"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    candidate: str
+    reason: Skip
+    #: The reason in words, with the evidence, for the message.
+    detail: str
+
+
+@dataclass
+class PathSearch:
+    """One walk of ``$PATH``: the entries searched, the hit, or the candidate inside an unknowable mount."""
+
+    dirs: list[str]
+    found: Resolution | None = None
+    #: The empty ('.') or relative PATH entry the hit was found through, if it was.
+    relative: str | None = None
+    unknown: Resolution | None = None
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 @dataclass
@@ -149,53 +180,92 @@ class Judge:
                 return res
             self.path_failure(res, f"command {argv0!r} ({origin})")
             return None
-        path_var = self.process.path_var
-        if path_var is None:
+        search = self.search_path(argv0)
+        if search is None:
             self.add("not-verified", f"the command {argv0!r} is looked up on PATH, which comes from valueFrom: "
                      f"its value is only known at run time", path=argv0)
             return None
-        dirs = [d or "." for d in path_var.split(":")] if path_var else []
-        skipped: list[tuple[str, str]] = []
-        for directory in dirs:
-            candidate = posixpath.join(directory, argv0)
-            res = self.resolve(candidate)
-            if res.outcome == UNKNOWN:
-                self.add("not-verified", f"looking up {argv0!r} on PATH reaches {candidate}, inside the "
-                         f"{_mount_desc(res)}: whether it is there is only known at run time",
-                         path=candidate, searched=dirs)
-                return None
-            if res.outcome != OK or res.node is None:
-                if res.outcome == EACCES and res.blocker is not None:
-                    skipped.append((candidate, f"directory {res.blocker.path} is not searchable "
-                                               f"({res.blocker.mode_octal} {res.blocker.owner})"))
-                continue
-            node = res.node
-            if node.type is EntryType.DIR:
-                skipped.append((candidate, "a directory"))
-                continue
-            allowed, _ = permission(node, self.creds)
-            if not allowed:
-                skipped.append((candidate, f"not executable: mode {node.mode_octal}, owner {node.owner}"))
-                continue
-            return res
+        if search.unknown is not None:
+            candidate = search.unknown.path
+            self.add("not-verified", f"looking up {argv0!r} on PATH reaches {candidate}, inside the "
+                     f"{_mount_desc(search.unknown)}: whether it is there is only known at run time",
+                     path=candidate, searched=search.dirs)
+            return None
+        if search.found is not None and search.relative:
+            found = search.found
+            self.add("command-not-found",
+                     f"{argv0!r} ({origin}) is found on PATH only as {found.path}, through the "
+                     f"{'empty' if search.relative == '.' else 'relative'} PATH entry {search.relative!r} "
+                     f"(PATH={self.process.path_var}): runc's lookup (Go's exec.LookPath) refuses it: exec: "
+                     f"\"{argv0}\": cannot run executable found relative to current directory",
+                     hint=f"put absolute directories only in PATH (an empty entry, as in `PATH=:/bin` or a trailing "
+                          f"`:`, means the working directory), or write the command as ./{argv0} or by its full path",
+                     path=argv0, searched=search.dirs, relative_entry=search.relative, resolved=found.real,
+                     user=self.identity.evidence())
+            return None
+        if search.found is not None:
+            return search.found
+        skipped = search.skipped
+        dirs = search.dirs
         searched = ":".join(dirs) if dirs else "(empty)"
         detail = ""
         if skipped:
-            detail = "; skipped " + "; ".join(f"{c} ({why})" for c, why in skipped)
+            detail = "; skipped " + "; ".join(f"{s.candidate} ({s.detail})" for s in skipped)
         hint = None
-        if any("not executable" in why for _, why in skipped):
-            first = next(c for c, why in skipped if "not executable" in why)
-            hint = (f"set the execute bit on {first} (chmod 0755, COPY --chmod=755) or run as a user that may "
-                    f"execute it")
+        not_executable = next((s for s in skipped if s.reason is Skip.NOT_EXECUTABLE), None)
+        if not_executable is not None:
+            hint = (f"set the execute bit on {not_executable.candidate} (chmod 0755, COPY --chmod=755) or run as a "
+                    f"user that may execute it")
         elif not skipped:
             hint = (f"install {argv0} in the image, give its full path in `command`, or add its directory to "
                     f"PATH (the image Env or the container env)")
         self.add("command-not-found",
                  f"{argv0!r} ({origin}) is not on PATH for {self.who()}: executable file not found in $PATH "
                  f"(searched {searched}){detail}",
-                 hint=hint, path=argv0, searched=dirs, skipped=[c for c, _ in skipped],
+                 hint=hint, path=argv0, searched=dirs, skipped=[s.candidate for s in skipped],
                  user=self.identity.evidence())
         return None
+
+    def search_path(self, program: str) -> PathSearch | None:
+        """Walk ``$PATH`` for a bare name, skipping what the process may not execute; None if PATH is unknown.
+
+        One walk for runc's lookup of the command and for ``env``'s lookup of a
+        ``#!/usr/bin/env X`` program: both skip directories and candidates
+        ``faccessat(X_OK)`` refuses, and an empty entry means the working
+        directory.  They differ on a hit found through an empty or relative
+        entry: Go's ``exec.LookPath`` (runc) stops there and refuses it with
+        ErrDot, execvp (``env``) runs it; ``PathSearch.relative`` names that
+        entry and the caller decides.
+        """
+        path_var = self.process.path_var
+        if path_var is None:
+            return None
+        search = PathSearch([d or "." for d in path_var.split(":")] if path_var else [])
+        for directory in search.dirs:
+            candidate = posixpath.join(directory, program)
+            res = self.resolve(candidate)
+            if res.outcome == UNKNOWN:
+                search.unknown = res
+                return search
+            if res.outcome != OK or res.node is None:
+                if res.outcome == EACCES and res.blocker is not None:
+                    search.skipped.append(Skipped(candidate, Skip.UNSEARCHABLE,
+                                                  f"directory {res.blocker.path} is not searchable "
+                                                  f"({res.blocker.mode_octal} {res.blocker.owner})"))
+                continue
+            node = res.node
+            if node.type is EntryType.DIR:
+                search.skipped.append(Skipped(candidate, Skip.DIRECTORY, "a directory"))
+                continue
+            if not permission(node, self.creds)[0]:
+                search.skipped.append(Skipped(candidate, Skip.NOT_EXECUTABLE,
+                                              f"not executable: mode {node.mode_octal}, owner {node.owner}"))
+                continue
+            search.found = res
+            if not directory.startswith("/"):
+                search.relative = directory
+            return search
+        return search
 
     def path_failure(self, res: Resolution, what: str, *, rule_missing: str = "command-not-found",
                      hint_missing: str | None = None) -> None:
@@ -327,8 +397,20 @@ class Judge:
                      f"execve fails with ELOOP", **self.evidence_of(res))
             return
         interp = info.interpreter
-        ires = self.resolve(interp)
         line = info.line or f"#!{interp}"
+        if not interp:
+            # binfmt_script found a name that is empty ("#!", "#!\0…", "#!   \0"): open_exec("") walks no
+            # component and ends at the working directory, and exec of a directory is EACCES.
+            self.add("command-not-executable",
+                     f"{what} starts with {line!r}, which names no interpreter before the end of the line or a NUL "
+                     f"byte: the kernel opens the empty name, which is the working directory "
+                     f"({self.process.cwd or '/'}), a directory: execve fails with permission denied (EACCES, "
+                     f"exit 126)",
+                     hint="write the interpreter's absolute path on the first line (for example #!/bin/sh), or "
+                          "remove the #! line and run the file through its interpreter in `command`",
+                     interpreter="", **self.evidence_of(res))
+            return
+        ires = self.resolve(interp)
         if ires.outcome == OK:
             assert ires.node is not None
             self.execve(ires, interp, depth=depth + 1, chain=[*chain, node.path])
@@ -363,21 +445,12 @@ class Judge:
         if program is None or "$" in program:
             return
         if "/" in program:
-            res = self.resolve(program)
-            found = res.outcome == OK
+            found = self.resolve(program).outcome == OK
         else:
-            path_var = self.process.path_var
-            if path_var is None:
+            search = self.search_path(program)
+            if search is None or search.unknown is not None:
                 return
-            found = False
-            for directory in [d or "." for d in path_var.split(":")] if path_var else []:
-                res = self.resolve(posixpath.join(directory, program))
-                if res.outcome == UNKNOWN:
-                    return
-                if res.outcome == OK and res.node is not None and res.node.type is not EntryType.DIR \
-                        and permission(res.node, self.creds)[0]:
-                    found = True
-                    break
+            found = search.found is not None
         if found:
             return
         crlf = program.endswith("\r")
@@ -463,12 +536,17 @@ def judge_command(ctx: ExecContext, argv0: str, process: Process, identity: Iden
             ev = f.evidence
             what = ev.get("resolved") or ev.get("path")
             kind = "directory" if ev.get("type") == "dir" else "file"
+            if effective_security(ctx.pod, ctx.container).privileged:
+                keeps, without = ("is privileged (every capability, CAP_DAC_OVERRIDE among them)",
+                                  "without privileged: true")
+            else:
+                keeps, without = ("keeps CAP_DAC_OVERRIDE",
+                                  "with capabilities.drop: [ALL] (the restricted Pod Security profile)")
             found.append(finding(
                 "command-not-executable",
                 f"{kind} {what} is mode {ev.get('mode')} owned by {ev.get('uid')}:{ev.get('gid')}: "
-                f"{identity.describe()} runs {argv0!r} under {ctx.runtime} only because the container keeps "
-                f"CAP_DAC_OVERRIDE; it fails with permission denied under Docker/cri-dockerd or with "
-                f"capabilities.drop: [ALL] (the restricted Pod Security profile){_prefix_note(ctx)}",
+                f"{identity.describe()} runs {argv0!r} under {ctx.runtime} only because the container {keeps}; "
+                f"it fails with permission denied under Docker/cri-dockerd or {without}{_prefix_note(ctx)}",
                 severity=Severity.WARNING,
                 hint=f.hint,
                 evidence={**f.evidence, "hangs_on": "CAP_DAC_OVERRIDE"}))

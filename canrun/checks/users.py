@@ -14,7 +14,8 @@ containerd CRI ``WithUser``/``WithAdditionalGIDs``/``WithCapabilities``):
 * ``runAsNonRoot`` fails with uid 0 (an unset USER is root), or with a named
   USER and no ``runAsUser`` (the kubelet cannot verify a name);
 * capabilities: the runtime default set (which has DAC_OVERRIDE) with ``add``/
-  ``drop`` applied as containerd does (add ALL, drop ALL, add each, drop each).
+  ``drop`` applied as containerd does (add ALL, drop ALL, add each, drop each);
+  ``privileged: true`` then gives every capability, whatever ``drop`` says.
   Names are written without ``CAP_`` in Kubernetes; CRI-O and Docker accept the
   prefix anyway, containerd prepends ``CAP_`` blindly, so under containerd
   ``drop: [CAP_DAC_OVERRIDE]`` names ``CAP_CAP_DAC_OVERRIDE`` and drops nothing.
@@ -55,6 +56,8 @@ class EffectiveSecurity:
     run_as_non_root: bool | None
     capabilities_add: tuple[str, ...]
     capabilities_drop: tuple[str, ...]
+    #: ``privileged: true`` on the container (the pod has no such field).
+    privileged: bool
     supplemental_groups: tuple[int, ...]
     fs_group: int | None
 
@@ -74,6 +77,7 @@ def effective_security(pod: PodSpec, container: Container) -> EffectiveSecurity:
         run_as_non_root=pick("run_as_non_root"),  # type: ignore[arg-type]
         capabilities_add=c.capabilities_add,
         capabilities_drop=c.capabilities_drop,
+        privileged=bool(c.privileged),
         supplemental_groups=p.supplemental_groups,
         fs_group=p.fs_group,
     )
@@ -97,8 +101,16 @@ def prefixed_capabilities(runtime: str, names: tuple[str, ...]) -> list[str]:
     return [n for n in names if runtime == "containerd" and n.strip().upper().startswith("CAP_")]
 
 
-def capabilities(runtime: str, add: tuple[str, ...], drop: tuple[str, ...]) -> frozenset[str]:
-    """The container's capability set, in containerd's order: add ALL, drop ALL, add each, drop each."""
+def capabilities(runtime: str, add: tuple[str, ...], drop: tuple[str, ...], *,
+                 privileged: bool = False) -> frozenset[str]:
+    """The container's capability set, in containerd's order: add ALL, drop ALL, add each, drop each.
+
+    ``privileged`` wins over all of it: containerd's buildLinuxSpec applies the
+    list and then ``oci.WithPrivileged`` (every capability), and CRI-O's and
+    Docker's privileged paths skip the list.
+    """
+    if privileged:
+        return ALL_CAPS
     caps = set(CRIO_DEFAULT_CAPS if runtime == "cri-o" else DEFAULT_CAPS)
     adds = [_cap(a, runtime) for a in add]
     drops = [_cap(d, runtime) for d in drop]
@@ -224,7 +236,7 @@ def resolve_identity(pod: PodSpec, container: Container, user: str, fs: RootView
     if sec.fs_group is not None:
         groups.append(sec.fs_group)
     group_tuple = tuple(dict.fromkeys([gid, *groups]))
-    caps = capabilities(runtime, sec.capabilities_add, sec.capabilities_drop)
+    caps = capabilities(runtime, sec.capabilities_add, sec.capabilities_drop, privileged=sec.privileged)
     effective = caps if (uid == 0 or runtime != "docker") else frozenset()
     creds = Credentials(uid=uid, gid=gid, groups=frozenset(group_tuple), caps=effective)
     return Identity(uid, gid, group_tuple, username, caps, creds, source, runtime), found

@@ -7,7 +7,7 @@ Only the head of executables and the bytes of ``KEPT_FILES`` are copied.
 Compression is recognised by magic number, as containerd's
 ``compression.DecompressStream`` does, so a blob whose media type says gzip
 but that is plain tar is read the way the runtime will read it; the declared
-compression is only a hint.  gzip goes through ISA-L (``isal.igzip_lib``,
+compression only names the likely cause when such a blob is no tar either.  gzip goes through ISA-L (``isal.igzip_lib``,
 ~3x zlib) and continues across members (eStargz writes one member per file);
 zstd goes through ``zstandard``'s ``stream_writer``, which bounds each output
 piece and decodes across frames (zstd:chunked).
@@ -199,8 +199,8 @@ class _Progress:
     uncompressed: int = 0
 
 
-def _detect(first: bytes, declared: str) -> str:
-    """Compression by magic number; ``declared`` (the media type's claim) does not override it."""
+def _detect(first: bytes) -> str:
+    """Compression by magic number, as containerd's DecompressStream decides it (the media type plays no part)."""
     if first.startswith(_GZIP_MAGIC):
         return "gzip"
     if first.startswith(_ZSTD_MAGIC):
@@ -234,7 +234,7 @@ def index_stream(
     for first in iterator:
         if first:
             break
-    kind = _detect(first, compression)
+    kind = _detect(first)
     source = _chain(first, iterator, progress)
     max_total = limits.max_total_bytes
     ratio_floor = limits.ratio_floor
@@ -260,14 +260,21 @@ def index_stream(
             for member in feed(piece):
                 add(member)
 
-    if kind == "gzip":
-        _gunzip(source, consume, progress, digest)
-    elif kind == "zstd":
-        _unzstd(source, consume, progress, digest)
-    else:
-        for chunk in source:
-            consume(chunk)
-    reader.close()
+    try:
+        if kind == "gzip":
+            _gunzip(source, consume, progress, digest)
+        elif kind == "zstd":
+            _unzstd(source, consume, progress, digest)
+        else:
+            for chunk in source:
+                consume(chunk)
+        reader.close()
+    except LayerError as exc:
+        if kind != "none" or compression not in ("gzip", "zstd") or isinstance(exc, LimitExceeded):
+            raise
+        # The hint: a blob its media type calls compressed that is no tar either was most likely mangled.
+        raise LayerError(f"{exc} (its media type says {compression}, but it does not start with the "
+                         f"{compression} magic number, so it was read as plain tar, as containerd reads it)") from exc
     return LayerIndex(digest=digest, entries=builder.entries, files=builder.files)
 
 
@@ -556,5 +563,3 @@ async def index_layer(
         raise
     return await worker
 
-
-IndexFn = Callable[..., LayerIndex]

@@ -4,7 +4,7 @@ Why not ``tarfile``: in stream mode it builds a ``TarInfo`` through several
 layers of Python per member (~36 µs) and copies every byte of file data
 through ``read``.  Indexing a layer only needs the headers, so this reader
 parses each 512-byte header with one ``struct`` call, checks its checksum with
-two ``zlib.adler32`` calls (see ``_checksum``), and skips file data by
+one ``zlib.adler32`` call (see ``TarReader._block``), and skips file data by
 arithmetic on the chunk it was given: nothing is copied except the few bytes a
 caller asks to capture (the head of executables, ``/etc/passwd``).
 
@@ -109,21 +109,6 @@ def _padded(size: int) -> int:
 def _decode(raw: bytes) -> str:
     # surrogateescape keeps non-UTF-8 names byte-exact (the kernel does not care about encodings).
     return raw.decode("utf-8", "surrogateescape")
-
-
-def _checksum(block: bytes) -> int:
-    """The unsigned sum of a 512-byte header, its chksum field counted as 8 spaces.
-
-    ``zlib.adler32`` yields 1 + the byte sum modulo 65521 in C.  The sum of a
-    block can reach 130560, but a block with more than 256 NUL bytes (every
-    real header: names are short, the tail is padding) sums to at most
-    255 * 255 < 65521, so the modulus is exact; other blocks take ``sum()``.
-    """
-    if block.count(0) > 256:
-        total = (adler32(block) & 0xFFFF) - 1
-    else:
-        total = sum(block)
-    return total - sum(block[148:156]) + 8 * 32
 
 
 def _signed_checksum(block: bytes) -> int:
@@ -304,7 +289,10 @@ class TarReader:
         if state == _ZERO:
             raise self._error("a zero block followed by a non-zero block (corrupt archive)", at)
 
-        # Checksum: see _checksum; inlined because this is the hottest line of the indexer.
+        # The unsigned sum of the header with its chksum field counted as 8 spaces.  zlib.adler32 yields
+        # 1 + the byte sum modulo 65521 in C; a block can sum to 130560, but one with more than 256 NUL bytes
+        # (every real header: names are short, the tail is padding) sums to at most 255 * 255 < 65521, so the
+        # modulus is exact there; other blocks take sum().  The hottest line of the indexer.
         total = ((adler32(block) & 0xFFFF) - 1 if block.count(0) > 256 else sum(block)) + 256 - sum(chk)
         try:
             stored = int(chk.replace(b"\0", b" "), 8)

@@ -402,6 +402,8 @@ class _Reader:
             run_as_non_root=self.boolean(sc.get("runAsNonRoot"), f"{where}.runAsNonRoot", sc, ["runAsNonRoot"]),
             capabilities_add=self.strings(caps.get("add"), f"{where}.capabilities.add", caps, ["add"]),
             capabilities_drop=self.strings(caps.get("drop"), f"{where}.capabilities.drop", caps, ["drop"]),
+            privileged=None if pod else self.boolean(sc.get("privileged"), f"{where}.privileged", sc,
+                                                     ["privileged"]),
             supplemental_groups=tuple(self.integer(g, f"{where}.supplementalGroups[{i}]", groups, [i]) or 0
                                       for i, g in enumerate(groups)),
             fs_group=self.integer(sc.get("fsGroup"), f"{where}.fsGroup", sc, ["fsGroup"]) if pod else None,

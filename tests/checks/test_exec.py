@@ -103,6 +103,38 @@ def test_empty_path_and_empty_command() -> None:
     assert rules(run(image(), container([""]))) == ["command-not-found"]
 
 
+def test_a_hit_through_an_empty_or_relative_path_entry_is_refused_as_runc_refuses_it() -> None:
+    """Go >= 1.19 exec.LookPath (runc) returns ErrDot for a hit whose joined path is not absolute."""
+    fs = image(d("/app"), f("/app/server", 0o755), d("/app/node_modules"), d("/app/node_modules/.bin"),
+               f("/app/node_modules/.bin/tsc", 0o755))
+    found = run(fs, container(["server"], working_dir="/app", env=[("PATH", ":/bin")]))
+    assert rules(found) == ["command-not-found"]
+    assert "cannot run executable found relative to current directory" in found[0].message
+    assert found[0].evidence["relative_entry"] == "." and "PATH=:/bin" in found[0].message
+    assert "absolute directories" in found[0].hint and "./server" in found[0].hint
+    found = run(fs, container(["tsc"], working_dir="/app", env=[("PATH", "./node_modules/.bin:/usr/bin")]))
+    assert rules(found) == ["command-not-found"] and found[0].evidence["relative_entry"] == "./node_modules/.bin"
+    # the lookup stops at the relative hit even though a later absolute entry has the program
+    both = image(d("/app"), f("/app/sh", 0o755))
+    assert rules(run(both, container(["sh"], working_dir="/app", env=[("PATH", "/usr/bin:.:/bin")]))) == [
+        "command-not-found"]
+    # an empty entry that finds nothing is passed over; absolute entries and ./name are fine
+    assert run(fs, container(["sh"], working_dir="/app", env=[("PATH", ":/bin")])) == []
+    assert run(fs, container(["./server"], working_dir="/app", env=[("PATH", ":/bin")])) == []
+    assert run(fs, container(["server"], working_dir="/app", env=[("PATH", "/app:/bin")])) == []
+
+
+def test_env_shebang_lookup_follows_execvp_which_runs_relative_hits() -> None:
+    """GNU and busybox env call execvp, which runs what an empty or relative PATH entry finds (no ErrDot)."""
+    env = [d("/usr/bin"), hard("/usr/bin/env", "/bin/busybox")]
+    fs = image(d("/app"), script("/app/run.py", "#!/usr/bin/env python3"), f("/app/python3", 0o755), *env)
+    c = container(["/app/run.py"], working_dir="/app", env=[("PATH", ":/usr/bin:/bin")])
+    assert run(fs, c) == []
+    # without the relative entry env does not find it: the warning
+    c = container(["/app/run.py"], working_dir="/app", env=[("PATH", "/usr/bin:/bin")])
+    assert rules(run(fs, c)) == ["interpreter-not-found"]
+
+
 def test_relative_command_is_relative_to_cwd() -> None:
     fs = image(d("/app"), f("/app/run", 0o755))
     assert run(fs, container(["./run"], working_dir="/app")) == []
@@ -324,3 +356,20 @@ def test_shebang_via_path_lookup_and_args_only() -> None:
     assert rules(found) == ["interpreter-not-found"] and "the image ENTRYPOINT" in found[0].message
     # command alone replaces the broken entrypoint
     assert run(fs, container(["/bin/sh"]), config=cfg) == []
+
+
+def test_shebang_without_an_interpreter_name_is_eacces_as_the_kernel_says() -> None:
+    """``#!``, ``#!\\0./perl``, ``#!`` + spaces + NUL: binfmt_script opens "", the working directory."""
+    from canrun.image.binary import parse_shebang
+
+    for head in (b"#!", b"#!\0./perl\n", b"#!   \0\n"):
+        found = run(image(d("/app"), f("/app/run", 0o755, exec=parse_shebang(head))),
+                    container(["/app/run"], working_dir="/app"))
+        assert rules(found) == ["command-not-executable"], head
+        assert "names no interpreter" in found[0].message and "(/app)" in found[0].message
+        assert found[0].evidence["interpreter"] == "" and "#!/bin/sh" in found[0].hint
+    # with a newline right after (only spaces between), the kernel refuses the line: ENOEXEC
+    assert rules(run(image(d("/app"), script("/app/run", "#!  ")), container(["/app/run"]))) == ["exec-format"]
+    # a name, even one that does not exist, is still interpreter-not-found
+    assert rules(run(image(d("/app"), script("/app/run", "#!/nope")), container(["/app/run"]))) == [
+        "interpreter-not-found"]

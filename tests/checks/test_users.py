@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from canrun.checks.users import capabilities, resolve_identity
+from canrun.checks.users import ALL_CAPS, capabilities, resolve_identity
 from canrun.image.model import ImageConfig
 from canrun.image.users import ImageUser, parse_group, parse_passwd
-from canrun.spec import PodSpec, SecurityContext
+from canrun.spec import Container, PodSpec, SecurityContext
 
-from .build import GROUP, base_layer, container, layer, merged, rules, run
+from .build import GROUP, STATIC_AMD64, base_layer, container, errors, f, layer, merged, rules, run
 
 
 def identity(user="", c=None, pod_sc=None, fs=None, runtime="containerd"):
@@ -96,6 +96,29 @@ def test_capabilities_follow_containerd_order() -> None:
     assert "DAC_OVERRIDE" not in capabilities("docker", (), ("cap_dac_override",))
     assert capabilities("containerd", ("dac_override",), ("all",)) == {"DAC_OVERRIDE"}
     assert "SYS_ADMIN" in capabilities("containerd", ("ALL",), ())
+
+
+def test_privileged_means_every_capability_whatever_drop_says() -> None:
+    assert capabilities("containerd", (), ("ALL",), privileged=True) == ALL_CAPS
+    assert capabilities("cri-o", (), ("DAC_OVERRIDE",), privileged=True) >= {"DAC_OVERRIDE", "SYS_ADMIN"}
+    sc = SecurityContext(run_as_user=1000, capabilities_drop=("ALL",), privileged=True)
+    ident, _ = identity("", c=Container(name="c", image="i", security_context=sc))
+    assert ident.creds.caps == ALL_CAPS
+    # the pod has no privileged field: only the container's counts
+    ident, _ = identity("", c=Container(name="c", image="i", security_context=SecurityContext(
+        run_as_user=1000, capabilities_drop=("ALL",))), pod_sc=SecurityContext(privileged=True))
+    assert ident.creds.caps == frozenset()
+
+
+def test_privileged_root_700_binary_runs_for_a_non_root_user() -> None:
+    fs = merged(base_layer(layer_entry := f("/app/tool", 0o710, exec=STATIC_AMD64)))
+    assert layer_entry.mode == 0o710
+    sc = SecurityContext(run_as_user=1000, capabilities_drop=("ALL",), privileged=True)
+    c = Container(name="c", image="i", command=("/app/tool",), security_context=sc)
+    assert "command-not-executable" not in [x.rule for x in errors(run(fs, c))]
+    c = Container(name="c", image="i", command=("/app/tool",),
+                  security_context=SecurityContext(run_as_user=1000, capabilities_drop=("ALL",)))
+    assert "command-not-executable" in [x.rule for x in errors(run(fs, c))]
 
 
 def test_docker_clears_non_root_capabilities() -> None:

@@ -232,6 +232,7 @@ spec:
     securityContext:
       runAsUser: 0
       runAsNonRoot: false
+      privileged: true
       capabilities: {add: [NET_ADMIN], drop: [ALL]}
     volumeMounts:
     - {name: scripts, mountPath: /scripts}
@@ -250,7 +251,7 @@ spec:
     assert app.command == ("/scripts/run.sh",) and app.args == ()
     assert app.working_dir == "/work"
     assert app.env == (EnvVar("A", "plain"), EnvVar("B", None), EnvVar("C", ""), EnvVar("D", "42"))
-    assert app.security_context == SecurityContext(run_as_user=0, run_as_non_root=False,
+    assert app.security_context == SecurityContext(run_as_user=0, run_as_non_root=False, privileged=True,
                                                    capabilities_add=("NET_ADMIN",), capabilities_drop=("ALL",))
     assert app.volume_mounts == (VolumeMount("scripts", "/scripts"),
                                  VolumeMount("creds", "/etc/creds/key", sub_path="key", read_only=True))

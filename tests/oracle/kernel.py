@@ -35,6 +35,8 @@ CAP_BITS = {name: bit for bit, name in enumerate((
 ))}
 
 NOT_FOUND_IN_PATH = -1
+#: runc's lookup (Go's exec.LookPath, Go >= 1.19) found the name only through an empty or relative PATH entry.
+ERR_DOT = -2
 
 
 class _CapHeader(ctypes.Structure):
@@ -81,10 +83,18 @@ class KernelResult:
             return "ok"
         if self.errno == NOT_FOUND_IN_PATH:
             return "not-in-PATH"
+        if self.errno == ERR_DOT:
+            return "ErrDot"
         return errno.errorcode.get(self.errno, str(self.errno))
 
 
-def _lookpath(name: str, path_var: str) -> str | None:
+def _lookpath(name: str, path_var: str) -> str | int:
+    """runc's lookup of a bare name: the first executable hit, ERR_DOT if that hit is relative, or NOT_FOUND.
+
+    This is not the kernel (which has no PATH) but runc's Go code, written here as
+    Go's os/exec lp_unix.go has it: stat, skip directories, eaccess(X_OK); a hit
+    whose joined path is not absolute is refused (ErrDot) instead of exec'd.
+    """
     for directory in path_var.split(":") if path_var else []:
         candidate = os.path.join(directory or ".", name)
         try:
@@ -94,8 +104,8 @@ def _lookpath(name: str, path_var: str) -> str | None:
         if (st.st_mode & 0o170000) == 0o040000:
             continue
         if os.access(candidate, os.X_OK, effective_ids=True):
-            return candidate
-    return None
+            return candidate if os.path.isabs(candidate) else ERR_DOT
+    return NOT_FOUND_IN_PATH
 
 
 def kernel_exec(root: str, command: str, *, uid: int, gid: int, groups: tuple[int, ...], caps: frozenset[str],
@@ -120,8 +130,8 @@ def kernel_exec(root: str, command: str, *, uid: int, gid: int, groups: tuple[in
             target = command
             if "/" not in command:
                 found = _lookpath(command, path_var)
-                if found is None:
-                    os.write(write_fd, struct.pack("i", NOT_FOUND_IN_PATH))
+                if isinstance(found, int):
+                    os.write(write_fd, struct.pack("i", found))
                     os._exit(0)
                 target = found
             if _libc.ptrace(PTRACE_TRACEME, 0, None, None) != 0:

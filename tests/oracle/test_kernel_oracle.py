@@ -29,9 +29,9 @@ from canrun.image.fs import MergedFS
 from canrun.image.layer import index_stream
 from canrun.image.model import ImageConfig
 from canrun.platform import Platform
-from canrun.spec import Container, PodSpec, SecurityContext
+from canrun.spec import Container, EnvVar, PodSpec, SecurityContext
 
-from .kernel import NOT_FOUND_IN_PATH, kernel_exec
+from .kernel import ERR_DOT, NOT_FOUND_IN_PATH, kernel_exec
 
 pytestmark = [
     pytest.mark.oracle,
@@ -47,6 +47,7 @@ ERRNO_RULES = {
     errno.EACCES: {"command-not-executable"},
     errno.ENOEXEC: {"exec-format"},
     NOT_FOUND_IN_PATH: {"command-not-found"},
+    ERR_DOT: {"command-not-found"},
 }
 BLOCKING = {"command-not-found", "command-not-executable", "exec-format", "interpreter-not-found", "loader-not-found"}
 
@@ -81,6 +82,7 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, arm64_busybox: Path) -> Pat
     _write(app / "static", busybox, 0o755)
     _write(app / "noexec", busybox, 0o644)
     _write(app / "root700", busybox, 0o700)
+    _write(app / "root710", busybox, 0o710)
     _write(app / "user700", busybox, 0o700, uid=1000, gid=1000)
     _write(app / "owner605", busybox, 0o605, uid=1000, gid=1000)
     _write(app / "group750", busybox, 0o750, uid=0, gid=50)
@@ -101,6 +103,11 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory, arm64_busybox: Path) -> Pat
     _write(app / "env-sh.sh", b"#!/usr/bin/env sh\necho hi\n", 0o755)
     _write(app / "env-missing.sh", b"#!/usr/bin/env nosuchprog\n", 0o755)
     _write(app / "env-crlf.sh", b"#!/usr/bin/env sh\r\necho hi\r\n", 0o755)
+    _write(app / "env-static.sh", b"#!/usr/bin/env static\n", 0o755)
+    # #! with an empty interpreter name: the kernel opens "", the working directory (EACCES)
+    _write(app / "bang-only", b"#!", 0o755)
+    _write(app / "bang-nul", b"#!\0./perl\n", 0o755)
+    _write(app / "bang-spaces-nul", b"#!   \0\n", 0o755)
     (app / "dangling").symlink_to("nothere")
     (app / "loop-a").symlink_to("loop-b")
     (app / "loop-b").symlink_to("loop-a")
@@ -150,6 +157,8 @@ class Case:
     runtime: str = "containerd"
     supplemental: tuple[int, ...] = ()
     cwd: str = "/"
+    privileged: bool = False
+    path: str | None = None  # the container's PATH (default: the image default PATH)
     warning: bool = False  # a DAC_OVERRIDE warning is expected
     id: str = field(default="")
 
@@ -175,6 +184,11 @@ CASES = [
     Case("/app/root700", "command-not-executable", uid=1000, runtime="docker"),
     Case("/app/root700", "command-not-executable", uid=1000, drop=("ALL",)),
     Case("/app/root700", None, uid=1000, runtime="cri-o", warning=True),
+    # privileged: every capability, whatever drop says (containerd applies the list, then WithPrivileged)
+    Case("/app/root710", None, uid=1000, drop=("ALL",), privileged=True, warning=True),
+    Case("/app/root710", "command-not-executable", uid=1000, drop=("ALL",)),
+    Case("/app/root710", "command-not-executable", uid=1000, privileged=True, runtime="docker"),
+    Case("/secret/tool", None, uid=1000, drop=("ALL",), privileged=True, warning=True),
     Case("/app/user700", None),
     Case("/app/user700", "command-not-executable", drop=("ALL",)),
     Case("/app/user700", None, uid=1000, drop=("ALL",)),
@@ -212,6 +226,18 @@ CASES = [
     Case("only-root700", None),
     Case("only-root700", "command-not-found", uid=1000, drop=("ALL",)),
     Case("nosuchcommand", "command-not-found"),
+    # runc's lookup is Go's exec.LookPath: a hit through an empty or relative PATH entry is refused (ErrDot) ...
+    Case("static", "command-not-found", cwd="/app", path=":/bin"),
+    Case("sh", "command-not-found", path="bin:/usr/bin"),
+    Case("static", "command-not-found", cwd="/app", path="/usr/bin:.:/bin"),
+    # ... but only a hit: an empty entry that finds nothing is passed over, and a name with a slash is a path
+    Case("sh", None, cwd="/app", path=":/bin"),
+    Case("./static", None, cwd="/app", path=":/bin"),
+    # env (execvp) runs what it finds through a relative entry: the #! exec itself succeeds either way
+    Case("/app/env-static.sh", None, cwd="/app", path=":/bin"),
+    Case("/app/bang-only", "command-not-executable"),
+    Case("/app/bang-nul", "command-not-executable"),
+    Case("/app/bang-spaces-nul", "command-not-executable", cwd="/app"),
     Case("sh", None),
 ]
 
@@ -224,18 +250,23 @@ def _id(case: Case) -> str:
         extra.append("add-" + "-".join(case.add))
     if case.runtime != "containerd":
         extra.append(case.runtime)
+    if case.privileged:
+        extra.append("privileged")
     if case.supplemental:
         extra.append("groups")
     if case.cwd != "/":
         extra.append("cwd" + case.cwd.replace("/", "_"))
+    if case.path is not None:
+        extra.append("PATH=" + case.path)
     return case.command + "[" + ",".join(extra) + "]"
 
 
 def _verdict(fs: MergedFS, case: Case) -> tuple[list[Finding], object]:
     sc = SecurityContext(run_as_user=case.uid, run_as_group=case.gid, capabilities_add=case.add,
-                         capabilities_drop=case.drop)
+                         capabilities_drop=case.drop, privileged=case.privileged or None)
+    env = (EnvVar("PATH", case.path),) if case.path is not None else ()
     container = Container(name="c", image="oracle", command=(case.command,), security_context=sc,
-                          working_dir=case.cwd)
+                          working_dir=case.cwd, env=env)
     pod = PodSpec(containers=(container,), security_context=SecurityContext(supplemental_groups=case.supplemental))
     ctx = ExecContext(container=container, pod=pod, config=ImageConfig(), fs=fs, node=AMD64, image_platform=AMD64,
                       runtime=case.runtime)
@@ -250,7 +281,8 @@ def test_canrun_agrees_with_the_kernel(case: Case, rootfs: Path, image_fs: Merge
     assert identity is not None
     blocking = [f.rule for f in findings if f.severity is Severity.ERROR and f.rule in BLOCKING]
     kernel = kernel_exec(str(rootfs), case.command, uid=identity.uid, gid=identity.gid,
-                         groups=identity.groups, caps=identity.creds.caps, cwd=case.cwd)
+                         groups=identity.groups, caps=identity.creds.caps, cwd=case.cwd,
+                         **({"path_var": case.path} if case.path is not None else {}))
     messages = [f.message for f in findings]
     if kernel.errno == 0:
         assert blocking == [], (kernel.name, messages)
