@@ -39,4 +39,8 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.
   .venv/bin/python -m pip install -q --no-deps -e .
   touch "$stamp"
 fi
+# Tools for the tests against real servers (kube-apiserver + etcd, crane, redis-server, kubectl), built once
+# per machine into ${CANRUN_TOOLS_CACHE:-~/.cache/canrun-tools}. Never fatal: what cannot be had is recorded
+# and the tests that need it skip with the reason.
+bash scripts/build-tools.sh || echo "setup: scripts/build-tools.sh failed; tests needing its tools will skip"
 echo "setup: ready (.venv)"

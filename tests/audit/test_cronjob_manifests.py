@@ -65,7 +65,10 @@ def test_cronjob_pod_is_restricted_and_runs_a_valid_audit_command() -> None:
     sc = container["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
-    args = build_parser().parse_args(container["args"])
+    # the image's ENTRYPOINT is `canrun serve`: the CronJob must replace it (tests/deploy checks every workload's
+    # effective argv against the Dockerfile)
+    assert container["command"] == ["/usr/local/bin/canrun"]
+    args = build_parser().parse_args(container["command"][1:] + container["args"])
     assert args.command == "audit" and args.apply and args.exit_zero
 
 

@@ -11,22 +11,30 @@ and Certificate, wg-policy's PolicyReport) have no schema in kubernetes-validate
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import json
+
 import kubernetes_validate
 import pytest
 import yaml
+
+from canrun.checks.process import effective_process
+from canrun.errors import UsageError
+from canrun.image.model import ImageConfig
+from canrun.kube.workloads import workload_from_object
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 #: The oldest Kubernetes minor canrun supports, and the newest the schemas know.
 VERSIONS = ("1.31", kubernetes_validate.utils.latest_version())
 #: Groups whose kinds come from CRDs: no upstream schema to validate against.
-CRD_GROUPS = ("cert-manager.io", "wgpolicyk8s.io", "kyverno.io")
+CRD_GROUPS = ("cert-manager.io", "wgpolicyk8s.io", "kyverno.io", "openreports.io", "monitoring.coreos.com")
 KUSTOMIZE_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 
 ALL_YAML = sorted(p for p in MANIFESTS.rglob("*") if p.suffix in (".yaml", ".yml"))
@@ -66,6 +74,25 @@ def is_patch_or_config(path: Path, doc: Any) -> bool:
         patch_paths |= set(k.get("patchesStrategicMerge") or [])
         return path.name in patch_paths
     return False
+
+
+def with_kustomization_namespace(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """The namespace references the manifests leave to kustomize (ServiceAccount subjects, a webhook's
+    Service), filled from the kustomization's ``namespace:`` as kustomize fills them, so an overlay that
+    installs elsewhere moves them along."""
+    kust = path.parent / "kustomization.yaml"
+    namespace = (yaml.safe_load(kust.read_text()) or {}).get("namespace") if kust.exists() else None
+    if not namespace:
+        return doc
+    doc = json.loads(json.dumps(doc))
+    for subject in doc.get("subjects") or []:
+        if subject.get("kind") == "ServiceAccount":
+            subject.setdefault("namespace", namespace)
+    for hook in doc.get("webhooks") or []:
+        service = (hook.get("clientConfig") or {}).get("service")
+        if service is not None:
+            service.setdefault("namespace", namespace)
+    return doc
 
 
 def validate(obj: dict[str, Any], where: str) -> None:
@@ -117,7 +144,7 @@ def test_every_yaml_file_parses_and_objects_validate(path: Path) -> None:
         if is_patch_or_config(path, doc):
             continue
         assert isinstance(doc, dict) and {"apiVersion", "kind", "metadata"} <= set(doc), f"{path}: not an object"
-        validate(doc, str(path.relative_to(ROOT)))
+        validate(with_kustomization_namespace(path, doc), str(path.relative_to(ROOT)))
 
 
 @pytest.mark.parametrize("kust", KUSTOMIZATIONS, ids=lambda p: str(p.parent.relative_to(MANIFESTS)))
@@ -155,7 +182,9 @@ def test_webhook_cannot_lock_out_its_own_recovery() -> None:
     assert hook["admissionReviewVersions"] == ["v1"]
     excluded = next(e for e in hook["namespaceSelector"]["matchExpressions"]
                     if e["key"] == "kubernetes.io/metadata.name")
-    assert excluded["operator"] == "NotIn" and {"kube-system", namespace} <= set(excluded["values"])
+    assert excluded["operator"] == "NotIn"
+    assert set(excluded["values"]) == {"kube-system", "kube-public", "kube-node-lease"}
+    assert own_namespace_is_excluded(objs, hook)
     assert hook["clientConfig"]["service"] == {"name": "canrun", "namespace": namespace, "path": "/validate",
                                                "port": 443}
     covered = {(g, r) for rule in hook["rules"] for g in rule["apiGroups"] for r in rule["resources"]
@@ -163,6 +192,56 @@ def test_webhook_cannot_lock_out_its_own_recovery() -> None:
     assert covered >= {("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
                        ("", "podtemplates"), ("apps", "deployments"), ("apps", "replicasets"),
                        ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs"), ("batch", "cronjobs")}
+
+
+def own_namespace_is_excluded(objs: list[dict[str, Any]], hook: dict[str, Any]) -> bool:
+    """The namespaceSelector leaves out the Namespace the manifests install into, by that Namespace's labels."""
+    ns = find_kind(objs, "Namespace")
+    labels = {**ns["metadata"].get("labels", {}), "kubernetes.io/metadata.name": ns["metadata"]["name"]}
+    return not selector_matches(hook["namespaceSelector"], labels)
+
+
+def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A LabelSelector against labels, with the API server's semantics for the operators it allows."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], set(e.get("values") or ())
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def find_kind(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    [obj] = [o for o in objs if o["kind"] == kind]
+    return obj
+
+
+@needs_kubectl
+def test_an_overlay_installing_elsewhere_still_excludes_itself(tmp_path: Path) -> None:
+    """No namespace name is written in the selector, the webhook's Service or the RBAC subjects: an overlay
+    with its own ``namespace:`` moves all of them, and the webhook still never judges its own namespace."""
+    overlay = tmp_path / "elsewhere"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "namespace": "platform-tools", "resources": [os.path.relpath(MANIFESTS / "base", overlay)]}))
+    objs = render(overlay)
+    [hook] = find(objs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert find_kind(objs, "Namespace")["metadata"]["name"] == "platform-tools"
+    assert own_namespace_is_excluded(objs, hook)
+    assert selector_matches(hook["namespaceSelector"], {"kubernetes.io/metadata.name": "canrun"}), \
+        "the name canrun is not special once installed elsewhere"
+    assert not selector_matches(hook["namespaceSelector"], {"kubernetes.io/metadata.name": "kube-system"})
+    assert selector_matches(hook["namespaceSelector"], {"kubernetes.io/metadata.name": "team-a"})
+    assert hook["clientConfig"]["service"]["namespace"] == "platform-tools"
+    for binding in (o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        assert {s["namespace"] for s in binding["subjects"]} == {"platform-tools"}, binding["metadata"]["name"]
 
 
 @needs_kubectl
@@ -199,15 +278,17 @@ def test_rbac_is_least_privilege() -> None:
     for rule in rules:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
     grants = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    assert ("", "secrets", "get") in grants
-    assert not {v for g, r, v in grants if r == "secrets"} - {"get"}, "secrets: get only, never list"
-    # what the webhook reads: exactly the verbs it uses
-    assert {("", "nodes", v) for v in ("get", "list", "watch")} <= grants
-    assert {("", "namespaces", v) for v in ("get", "list", "watch")} <= grants
-    assert ("", "serviceaccounts", "get") in grants
-    assert {v for g, r, v in grants if r == "pods"} == {"list", "watch"}, "pods: list and watch (warm-up) only"
-    assert {v for g, r, v in grants if r == "servicecidrs"} == {"list"}, "ServiceCIDRs for the SSRF guard"
-    assert {("wgpolicyk8s.io", "policyreports", v) for v in ("get", "create", "update")} <= grants
+    # exactly the verbs the webhook's code uses (tests/apiserver runs it with only these rights)
+    assert grants == {
+        ("", "nodes", "list"), ("", "nodes", "watch"),          # the node watch
+        ("", "namespaces", "get"),                              # the canrun.io/mode label
+        ("", "pods", "list"), ("", "pods", "watch"),            # warm-up
+        ("networking.k8s.io", "servicecidrs", "list"),          # the SSRF guard's Service ranges
+        ("", "secrets", "get"), ("", "serviceaccounts", "get"),  # pull secrets, by name
+        ("", "events", "create"), ("", "events", "get"), ("", "events", "patch"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", "patch"),
+    }
     [vwc_rule] = [r for r in rules if "validatingwebhookconfigurations" in r["resources"]]
     assert vwc_rule["resourceNames"] == ["canrun"] and set(vwc_rule["verbs"]) == {"get", "patch"}
     role = find(objs, "Role", "canrun-tls")
@@ -215,6 +296,8 @@ def test_rbac_is_least_privilege() -> None:
     assert named and all(r["resourceNames"] == ["canrun-tls"] for r in named)
     binding = find(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "canrun", "namespace": "canrun"}]
+    assert not [o for o in objs if o["kind"] == "ClusterRole" and any(
+        "policyreports" in r["resources"] for r in o["rules"])], "PolicyReports are the audit's, not the webhook's"
 
 
 @needs_kubectl
@@ -238,13 +321,77 @@ def test_enforce_overlay_sets_the_default_mode() -> None:
     assert "--mode=enforce" in c["args"] and "--self-managed-certs" in c["args"]
 
 
-@needs_kubectl
-@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
-def test_serve_accepts_the_manifest_flags(overlay: Path) -> None:
-    """The args in each rendered webhook Deployment are flags `canrun serve` really has (parsed, not run)."""
+# --- what the shipped workloads run -------------------------------------------------------------------------
+
+#: The image the manifests run: its ENTRYPOINT/CMD come from the Dockerfile, as the built image's config will.
+CANRUN_IMAGE = "ghcr.io/canrun/canrun"
+#: What each shipped workload is meant to run.
+EXPECTED_COMMAND = {("Deployment", "canrun"): "serve", ("CronJob", "canrun-audit"): "audit"}
+
+
+def image_config() -> ImageConfig:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    entry = re.findall(r"^ENTRYPOINT\s+(.+)$", dockerfile, re.MULTILINE)
+    cmd = re.findall(r"^CMD\s+(.+)$", dockerfile, re.MULTILINE)
+    return ImageConfig(entrypoint=tuple(json.loads(entry[-1])) if entry else None,
+                       cmd=tuple(json.loads(cmd[-1])) if cmd else None)
+
+
+def effective_argv(obj: dict[str, Any], config: ImageConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """(container, argv) for every canrun container of ``obj``, combined as the runtime combines them."""
+    workload = workload_from_object(obj)
+    if workload is None:
+        return []
+    out = []
+    for c in workload.pod.containers:
+        if c.image.split(":")[0].split("@")[0] != CANRUN_IMAGE:
+            continue
+        process, findings = effective_process(c, config)
+        assert process is not None, findings
+        out.append((c.name, process.argv))
+    return out
+
+
+def parse_canrun(argv: tuple[str, ...]) -> str:
+    """The subcommand ``argv`` runs, or AssertionError with argparse's complaint."""
+    import contextlib
+    import io
+
     from canrun.cli import build_parser
 
-    deployments = [o for o in render(overlay) if o["kind"] == "Deployment" and o["metadata"]["name"] == "canrun"]
-    for deploy in deployments:
-        [c] = deploy["spec"]["template"]["spec"]["containers"]
-        assert build_parser().parse_args(["serve", *c["args"]]).command == "serve"
+    assert argv[0] == json.loads(re.findall(r"^ENTRYPOINT\s+(.+)$", (ROOT / "Dockerfile").read_text(),
+                                            re.MULTILINE)[-1])[0], f"{argv[0]} is not canrun"
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return str(build_parser().parse_args(list(argv[1:])).command)
+    except (SystemExit, UsageError) as exc:
+        raise AssertionError(f"canrun refuses {' '.join(argv)}: {err.getvalue().strip() or exc}") from exc
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
+def test_every_shipped_workload_runs_the_command_it_means(overlay: Path) -> None:
+    """The image's ENTRYPOINT/CMD with each manifest's command/args, combined as the runtime does, is a
+    command line canrun accepts, for the subcommand the workload is for."""
+    config = image_config()
+    seen = 0
+    for obj in render(overlay):
+        key = (obj["kind"], obj["metadata"]["name"])
+        for container, argv in effective_argv(obj, config):
+            seen += 1
+            assert key in EXPECTED_COMMAND, f"{key}: a canrun workload this test does not know"
+            assert parse_canrun(argv) == EXPECTED_COMMAND[key], f"{key} container {container} runs {argv}"
+    assert seen, f"no canrun workload in {overlay}"
+
+
+def test_args_alone_under_the_serve_entrypoint_would_run_serve() -> None:
+    """The failure the audit CronJob had: args [audit, ...] under ENTRYPOINT [canrun, serve]."""
+    cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "canrun-audit"},
+               "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                   "restartPolicy": "Never",
+                   "containers": [{"name": "audit", "image": f"{CANRUN_IMAGE}:x", "args": ["audit", "--apply"]}]}}}}}}
+    [(_, argv)] = effective_argv(cronjob, image_config())
+    assert argv[:3] == ("/usr/local/bin/canrun", "serve", "audit")
+    with pytest.raises(AssertionError, match="canrun refuses"):
+        parse_canrun(argv)
