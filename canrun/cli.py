@@ -20,7 +20,7 @@ from canrun import __version__
 from canrun.config import RUNTIMES, Settings, open_engine
 from canrun.errors import CanrunError, UsageError
 from canrun.output.progress import ProgressBar
-from canrun.platform import Platform, parse_platforms
+from canrun.platform import DEFAULT_CONTAINERD_VERSION, Platform, parse_platforms
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -37,6 +37,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="node platforms (os/arch[/variant]); default linux/amd64")
     p.add_argument("--runtime", choices=RUNTIMES, default="containerd",
                    help="container runtime model for capabilities (default: containerd)")
+    p.add_argument("--containerd-version", metavar="X.Y", default=DEFAULT_CONTAINERD_VERSION,
+                   help="containerd the nodes run: 2.1+ pulls only the node's exact platform from an index, "
+                        "2.0 and earlier (or use_local_image_pull) fall back to 386 / 32-bit arm "
+                        f"(default: {DEFAULT_CONTAINERD_VERSION})")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                    help="talk plain HTTP to this registry host[:port] (repeatable)")
     p.add_argument("--ca-file", type=Path, help="extra CA bundle for registry TLS")
@@ -72,7 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         check_command.add_arguments(check)
         _common(check)
         # None = "not given", so a .canrun.yaml value can fill in (flags > file > defaults)
-        check.set_defaults(runtime=None, timeout=None)
+        check.set_defaults(runtime=None, timeout=None, containerd_version=None)
 
     inspect = sub.add_parser("inspect", help="show an image's platforms, config and how a path would exec")
     if wanted("inspect"):
@@ -115,7 +119,8 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, bool]:
     defaulted = not args.platform
     platforms = tuple(parse_platforms(args.platform)) if args.platform else (Platform("linux", "amd64"),)
     settings = Settings(
-        platforms=platforms, runtime=args.runtime, strict=getattr(args, "strict", False),
+        platforms=platforms, runtime=args.runtime, containerd_version=args.containerd_version,
+        strict=getattr(args, "strict", False),
         insecure_registries=tuple(args.insecure_registry), ca_file=args.ca_file,
         docker_config=args.docker_config, cache_dir=args.cache_dir, use_cache=not args.no_cache,
         timeout=args.timeout)

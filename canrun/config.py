@@ -18,7 +18,7 @@ from canrun.findings import Finding, Severity, sort_key
 from canrun.image.cache import Cache
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
-from canrun.platform import Platform
+from canrun.platform import DEFAULT_CONTAINERD_VERSION, Platform, parse_containerd_version
 from canrun.registry.base import Descriptor
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
@@ -34,6 +34,8 @@ DEFAULT_PLATFORMS = (Platform("linux", "amd64"),)
 class Settings:
     platforms: tuple[Platform, ...] = DEFAULT_PLATFORMS
     runtime: str = "containerd"
+    #: Which containerd the nodes run: 2.1+ matches index platforms exactly, <= 2.0 with fallbacks.
+    containerd_version: str = DEFAULT_CONTAINERD_VERSION
     strict: bool = False
     insecure_registries: tuple[str, ...] = ()
     ca_file: Path | None = None
@@ -56,6 +58,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        parse_containerd_version(self.containerd_version)
 
     def registry_settings(self) -> RegistrySettings:
         return RegistrySettings(
@@ -83,6 +86,7 @@ class FileConfig:
     path: Path | None = None
     platforms: tuple[Platform, ...] | None = None
     runtime: str | None = None
+    containerd_version: str | None = None
     strict: bool | None = None
     timeout: float | None = None
     insecure_registries: tuple[str, ...] = ()
@@ -127,7 +131,8 @@ async def open_engine(settings: Settings) -> AsyncIterator[Engine]:
     try:
         backend = MirroredBackend(client, settings.registry_mirrors) if settings.registry_mirrors else client
         store = ImageStore(backend, cache=settings.cache(), limits=settings.limits)
-        yield Engine(settings, client, store, Validator(store, runtime=settings.runtime, strict=settings.strict))
+        yield Engine(settings, client, store, Validator(store, runtime=settings.runtime, strict=settings.strict,
+                                                           containerd_version=settings.containerd_version))
     finally:
         await client.aclose()
 

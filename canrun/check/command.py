@@ -21,7 +21,7 @@ from canrun.config import (DEFAULT_PLATFORMS, FileConfig, Settings, apply_rule_o
 from canrun.errors import UsageError
 from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
 from canrun.output import FORMATS, CheckRun, targets_for
-from canrun.platform import Platform, parse_platforms
+from canrun.platform import DEFAULT_CONTAINERD_VERSION, Platform, parse_platforms
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 Progress = Callable[[int, int], None]
@@ -65,6 +65,7 @@ def settings_from(args: argparse.Namespace, cfg: FileConfig) -> tuple[Settings, 
     settings = Settings(
         platforms=platforms,
         runtime=args.runtime or cfg.runtime or "containerd",
+        containerd_version=args.containerd_version or cfg.containerd_version or DEFAULT_CONTAINERD_VERSION,
         strict=strict,
         insecure_registries=tuple(dict.fromkeys([*args.insecure_registry, *cfg.insecure_registries])),
         ca_file=args.ca_file or cfg.ca_file,

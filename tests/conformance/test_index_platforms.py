@@ -169,3 +169,36 @@ def test_fan_out_of_repeated_nested_indexes_is_bounded(pushed: images.Catalogue,
     digest, fetched = asyncio.run(go())
     assert digest == leaf
     assert fetched <= 3  # the top index (HEAD for the tag aside), the nested index once
+
+
+@pytest.mark.parametrize("how", ["flag", "config-file"])
+def test_containerd_version_setting_chooses_the_matching(pushed: images.Catalogue, tmp_path: Path, how: str) -> None:
+    """An arm64 node and an index with only linux/arm/v7: pulled by containerd 2.0, not by 2.1+ (the default)."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(f"apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n"
+                        f"  - name: web\n    image: {pushed.ref('arm-v7-only')}\n")
+    args = ["check", "-f", str(manifest), "--format", "json", "--platform", "linux/arm64"]
+
+    def missing(*extra: str) -> list[str]:
+        run = canrun(*args, *extra, cache_dir=tmp_path / "cache")
+        assert run.code in (0, 1), run
+        return [f["platform"] for f in run.findings if f["rule"] == "platform-missing"]
+
+    assert missing() == ["linux/arm64"]
+    if how == "flag":
+        assert missing("--containerd-version", "2.0") == []
+        assert missing("--containerd-version", "v2.1.4") == ["linux/arm64"]
+    else:
+        config = tmp_path / "canrun.yaml"
+        config.write_text("containerd_version: 2.0\n")
+        assert missing("--config", str(config)) == []
+        assert missing("--config", str(config), "--containerd-version", "2.2") == ["linux/arm64"]
+
+
+def test_bad_containerd_version_is_a_usage_error(tmp_path: Path) -> None:
+    run = canrun("check", "-f", str(tmp_path), "--containerd-version", "latest", cache_dir=tmp_path / "cache")
+    assert run.code == 2 and "invalid containerd version 'latest'" in run.stderr, run
+    config = tmp_path / "canrun.yaml"
+    config.write_text("containerd_version: two\n")
+    run = canrun("check", "-f", str(tmp_path), "--config", str(config), cache_dir=tmp_path / "cache")
+    assert run.code == 2 and "containerd_version" in run.stderr and "invalid containerd version" in run.stderr, run
