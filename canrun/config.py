@@ -34,7 +34,8 @@ from canrun.findings import Finding, Severity, sort_key
 from canrun.image.cache import Cache, default_root
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
-from canrun.platform import DEFAULT_PLATFORMS, Platform, parse_platforms
+from canrun.platform import DEFAULT_CONTAINERD_VERSION, DEFAULT_PLATFORMS, Platform, parse_containerd_version, \
+    parse_platforms
 from canrun.registry.base import Descriptor
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
@@ -128,8 +129,18 @@ class NodeSettings:
         "containerd", file="runtime",
         flag=Flag(("--runtime",), {"choices": RUNTIMES,
                                    "help": "container runtime model for capabilities (default: containerd)"}))
+    #: Which containerd the nodes run: 2.1+ pulls only the node's exact platform from an index (its transfer
+    #: service), 2.0 and earlier (or 2.1+ with ``use_local_image_pull``) fall back to 386 / 32-bit arm.
+    containerd_version: str = setting(
+        DEFAULT_CONTAINERD_VERSION, file="containerd_version",
+        flag=Flag(("--containerd-version",), {
+            "metavar": "X.Y",
+            "help": "containerd the nodes run: 2.1+ pulls only the node's exact platform from an index, 2.0 and "
+                    "earlier (or use_local_image_pull) fall back to 386 / 32-bit arm "
+                    f"(default: {DEFAULT_CONTAINERD_VERSION})"}))
 
     def __post_init__(self) -> None:
+        parse_containerd_version(self.containerd_version)  # a typo is a usage error at start-up
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not self.platforms:
@@ -319,6 +330,7 @@ class FileConfig:
     path: Path | None = None
     platforms: tuple[Platform, ...] | None = None
     runtime: str | None = None
+    containerd_version: str | None = None
     strict: bool | None = None
     timeout: float | None = None
     insecure_registries: tuple[str, ...] = ()
@@ -442,7 +454,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
         cache = Cache(settings.cache.dir) if settings.cache.enabled else None
         store = ImageStore(backend, cache=cache, limits=settings.limits)
         yield Engine(settings, client, store,
-                     Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict))
+                     Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,
+                               containerd_version=settings.nodes.containerd_version))
     finally:
         await client.aclose()
 

@@ -6,6 +6,7 @@ over built-in defaults.  The format is documented in docs/configuration-file.md:
 
     platforms: [linux/amd64, linux/arm64]
     runtime: containerd
+    containerd_version: "2.1"      # 2.1+: exact platform matching; "2.0" or "1.7": with fallbacks
     strict: false
     timeout: 30
     registries:
@@ -36,7 +37,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.findings import RULES, Severity
-from canrun.platform import Platform
+from canrun.platform import Platform, parse_containerd_version
 
 LEVELS = ("error", "warning", "info", "off")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9A-Fa-f:.]+\](?::[0-9]+)?")
@@ -55,6 +56,18 @@ def _platform_list(value: object) -> object:
     return [p for p in value.split(",") if p.strip()] if isinstance(value, str) else value
 
 
+def _containerd_version(value: object) -> object:
+    # YAML reads a bare 2.1 as a number; write "1.10" quoted (1.10 would read as 1.1)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            parse_containerd_version(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class _Registries(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +83,7 @@ class _File(BaseModel):
     version: Literal[1] = 1
     platforms: Annotated[list[str] | None, BeforeValidator(_platform_list)] = None
     runtime: Literal[RUNTIMES] | None = None  # type: ignore[valid-type]
+    containerd_version: Annotated[str | None, BeforeValidator(_containerd_version)] = None
     strict: StrictBool | None = None
     timeout: float | None = Field(default=None, gt=0, le=3600)
     registries: _Registries = Field(default_factory=_Registries)
@@ -190,7 +204,8 @@ def _convert(path: Path, model: _File) -> FileConfig:
         mirrors[_HUB_ALIASES.get(registry.lower(), registry.lower())] = f"{host}/{prefix.strip('/')}".rstrip("/")
 
     return FileConfig(
-        path=path, platforms=platforms, runtime=model.runtime, strict=model.strict, timeout=model.timeout,
+        path=path, platforms=platforms, runtime=model.runtime, containerd_version=model.containerd_version,
+        strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
         docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
         exclude=tuple(model.exclude))

@@ -215,13 +215,14 @@ async def inspect_image(engine: Any, image: str, platform: Platform, *, paths: l
     """Resolve ``image`` for a node of ``platform`` and trace ``paths`` (default: the effective command)."""
     run_as_user, run_as_group = parse_user(user)
     ref = Reference.parse(image)
-    selection = await engine.store.select(ref, platform)
+    validator = getattr(engine, "validator", None)
+    selection = await engine.store.select(ref, platform, exact=bool(getattr(validator, "exact_pull", False)))
     available = [str(p) for p in selection.resolved.platforms]
     result = InspectResult(reference=str(ref), platform=str(platform), available=available,
                            runtime=engine.settings.nodes.runtime if hasattr(engine, "settings") else "containerd")
     if selection.descriptor is None:
         result.note = (f"the image has no build for {platform} (it has: {', '.join(available) or 'none'}); "
-                       f"nodes of that platform fail with exec format error")
+                       f"nodes of that platform fail to pull it (no match for platform in manifest)")
         result.index_digest = selection.resolved.descriptor.digest
         result.platform_missing = True
         return result

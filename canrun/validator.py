@@ -27,7 +27,7 @@ from canrun.exemptions import SKIP_ANNOTATION, skipped_rules
 from canrun.findings import Finding, Severity, finding, sort_key
 from canrun.image.store import ImageStore, ImageView, Selection
 from canrun.kube.scheduling import NodePool, platforms_for
-from canrun.platform import Platform
+from canrun.platform import DEFAULT_CONTAINERD_VERSION, Platform, exact_pull_match
 from canrun.registry.reference import Reference
 from canrun.spec import Container, Workload
 
@@ -66,10 +66,13 @@ class Report:
 class Validator:
     """Judge workloads against their images; one instance serves many requests."""
 
-    def __init__(self, store: ImageStore, *, runtime: str = "containerd", strict: bool = False) -> None:
+    def __init__(self, store: ImageStore, *, runtime: str = "containerd", strict: bool = False,
+                 containerd_version: str = DEFAULT_CONTAINERD_VERSION) -> None:
         self.store = store
         self.runtime = runtime
         self.strict = strict
+        #: containerd 2.1+ pulls the node's own platform only (see canrun.platform.exact_pull_match).
+        self.exact_pull = exact_pull_match(runtime, containerd_version)
 
     async def check(self, workloads: Sequence[Workload], pool: NodePool, *,
                     progress: Progress | None = None) -> Report:
@@ -139,15 +142,19 @@ class Validator:
 
     async def _check_on(self, workload: Workload, container: Container, ref: Reference, node: Platform,
                         context: dict[str, object]) -> list[Finding]:
-        selection = await self.store.select(ref, node)
+        selection = await self.store.select(ref, node, exact=self.exact_pull)
         if selection.descriptor is None:
-            available = ", ".join(str(p) for p in selection.resolved.platforms) or "none"
+            platforms = [str(p) for p in selection.resolved.platforms]
+            if selection.config_platform is not None:
+                platforms.append(f"{selection.config_platform or 'unknown'} (from the config of an entry without a "
+                                 f"platform)")
+            available = ", ".join(platforms) or "none"
             return [finding(
                 "platform-missing",
-                f"the image has no build for {node} (it has: {available}); nodes of that platform fail with "
-                f"exec format error",
+                f"the image has no build for {node} (it has: {available}); nodes of that platform fail to pull "
+                f"it (no match for platform in manifest)",
                 platform=str(node), digest=selection.resolved.descriptor.digest,
-                evidence={"available": [str(p) for p in selection.resolved.platforms]}, **context)]
+                evidence={"available": platforms}, **context)]
         view = await self.store.view(selection)
         ctx = ExecContext(container=container, pod=workload.pod, config=view.config, fs=view.fs,
                           node=node, image_platform=view.platform or node, runtime=self.runtime)

@@ -19,7 +19,8 @@ def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
     [
         (["check"], "-f/--filename"),
         (["check", "-f", "/nonexistent/deploy.yaml"], "no such file or directory"),
-        (["check", "-f", "-", "--platform", "linux"], "invalid platform 'linux'"),
+        (["check", "-f", "-", "--platform", "linux/"], "invalid platform 'linux/'"),
+        (["check", "-f", "-", "--containerd-version", "latest"], "invalid containerd version 'latest'"),
         (["check", "-f", "-", "--runtime", "podman"], "invalid choice"),
         (["check", "-f", "-", "--format", "xml"], "invalid choice"),
         (["frobnicate"], "invalid choice"),

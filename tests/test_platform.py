@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from canrun.errors import UsageError
-from canrun.platform import Platform, parse_platforms
+from canrun.errors import ImageCorrupt, UsageError
+from canrun.platform import Platform, exact_pull_match, parse_containerd_version, parse_platforms
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,11 @@ from canrun.platform import Platform, parse_platforms
         ("Linux/ARM64", ("linux", "arm64", "")),
         ("linux/i386", ("linux", "386", "")),
         ("windows/amd64", ("windows", "amd64", "")),
+        ("linux", ("linux", "amd64", "")),
+        ("arm64", ("linux", "arm64", "")),
+        ("linux/arm64/v8.0", ("linux", "arm64", "")),
+        ("linux/arm64/9", ("linux", "arm64", "v9")),
+        ("macOS/arm64", ("darwin", "arm64", "")),
     ],
 )
 def test_normalisation(text: str, expected: tuple[str, str, str]) -> None:
@@ -31,7 +36,7 @@ def test_normalisation(text: str, expected: tuple[str, str, str]) -> None:
     assert (p.os, p.architecture, p.variant) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "linux", "linux/", "/amd64", "a/b/c/d"])
+@pytest.mark.parametrize("bad", ["", "plan10", "linux/", "/amd64", "a/b/c/d", "linux/*"])
 def test_bad_platform_is_a_usage_error(bad: str) -> None:
     with pytest.raises(UsageError, match="os/arch"):
         Platform.parse(bad)
@@ -58,6 +63,30 @@ def test_arm64_node_falls_back_to_32bit_arm() -> None:
                                                          "linux/arm/v6", "linux/arm/v5")]
     assert ranks == sorted(ranks) and None not in ranks
     assert node.match_rank(Platform("linux", "amd64")) is None
+
+
+def test_exact_match_takes_the_node_platform_only() -> None:
+    """containerd 2.1+'s transfer service: no 386 for amd64, no 32-bit arm for arm64."""
+    amd64, arm64 = Platform("linux", "amd64"), Platform("linux", "arm64")
+    assert amd64.match_rank(Platform("linux", "386"), exact=True) is None
+    assert arm64.match_rank(Platform("linux", "arm", "v7"), exact=True) is None
+    assert arm64.match_rank(Platform("linux", "aarch64", "8"), exact=True) == 0
+
+
+def test_exact_pull_match_by_runtime_version() -> None:
+    assert exact_pull_match("containerd", "2.1") and exact_pull_match("containerd", "v2.2.0")
+    assert not exact_pull_match("containerd", "2.0") and not exact_pull_match("containerd", "1.7.27")
+    assert not exact_pull_match("cri-o", "2.1") and not exact_pull_match("docker", "2.1")
+    with pytest.raises(UsageError, match="containerd version"):
+        parse_containerd_version("latest")
+
+
+def test_index_platform_fields_are_typed_as_go_decodes_them() -> None:
+    assert Platform.from_dict({"os": "linux", "architecture": "amd64", "os.features": ["b", "a", "b"]}).os_features \
+        == ("a", "b")
+    for bad in ({"os.features": "gpu"}, {"os.features": [1]}, {"os.version": 10}):
+        with pytest.raises(ImageCorrupt):
+            Platform.from_dict({"os": "linux", "architecture": "amd64", **bad})
 
 
 def test_arm_v6_node_does_not_take_v7() -> None:

@@ -43,6 +43,10 @@ class Limits:
     #: OVL_MAX_STACK), so no runtime on overlayfs mounts more; a manifest listing 10,000 would
     #: otherwise cost one fetch and one merge per entry.
     max_layers: int = 500
+    #: Distinct indexes nested in one image's index that are read (real images nest one level, a handful).
+    max_index_documents: int = 64
+    #: Entries of an index once nested indexes are folded in (repeats counted once).
+    max_index_entries: int = 100_000
     #: Bytes kept from the start of every executable (enough for the ELF program headers).
     exec_head_size: int = 64 * KIB
     #: Wall-clock seconds for indexing one layer, waiting for the network included.

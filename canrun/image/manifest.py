@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from canrun.errors import ImageCorrupt, UnsupportedManifest
+from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.platform import Platform
 from canrun.registry.base import Descriptor
 from canrun.registry.mediatypes import (ACCEPT, CONFIG_TYPES, DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST,  # noqa: F401
@@ -58,7 +58,7 @@ class ImageIndex:
     manifests: list[Descriptor]
 
     def images(self) -> list[Descriptor]:
-        """The entries a node could pull: image manifests with a real platform, no attestations or artifacts."""
+        """The entries a node could pull: image manifests (with a platform or none), no attestations or artifacts."""
         return [d for d in self.manifests if is_image_entry(d)]
 
     def nested(self) -> list[Descriptor]:
@@ -66,7 +66,7 @@ class ImageIndex:
         return [d for d in self.manifests if d.media_type in INDEX_TYPES and not d.artifact_type]
 
 
-def flatten(outer: ImageIndex, children: dict[str, ImageIndex]) -> ImageIndex:
+def flatten(outer: ImageIndex, children: dict[str, ImageIndex], *, max_entries: int | None = None) -> ImageIndex:
     """``outer`` with each nested index entry replaced by that index's entries (``children`` by digest).
 
     containerd's ``images.Manifest`` keeps an index entry whose platform matches
@@ -74,19 +74,41 @@ def flatten(outer: ImageIndex, children: dict[str, ImageIndex]) -> ImageIndex:
     both its own platform and its parent entry's fit the node.  Flattened, an
     inner entry without a platform takes its parent's; one whose platform
     differs from a platformed parent's is dropped (no node matches both).
+
+    An entry repeated with the same platform (and the same child repeated under
+    the same parent platform) is kept once, at its first place: a later copy can
+    never be the one chosen, and without this an index of 2,000 entries naming
+    one nested index of 2,000 entries flattens into four million.  ``max_entries``
+    bounds what is left (LimitExceeded).
     """
     flat: list[Descriptor] = []
+    seen: set[tuple[object, ...]] = set()
+
+    def add(d: Descriptor) -> None:
+        key = (d.digest, d.media_type, d.platform, d.artifact_type, tuple(sorted(d.annotations.items())))
+        if key in seen:
+            return
+        seen.add(key)
+        flat.append(d)
+        if max_entries is not None and len(flat) > max_entries:
+            raise LimitExceeded(f"index {outer.descriptor.digest or ''} flattens into more than {max_entries} "
+                                f"entries")
+
+    expanded: set[tuple[str, Platform | None]] = set()
     for entry in outer.manifests:
         child = children.get(entry.digest) if entry.media_type in INDEX_TYPES else None
         if child is None:
-            flat.append(entry)
+            add(entry)
             continue
+        if (entry.digest, entry.platform) in expanded:
+            continue
+        expanded.add((entry.digest, entry.platform))
         for inner in child.manifests:
             if inner.platform is None:
                 inner = replace(inner, platform=entry.platform)
             elif entry.platform is not None and inner.platform != entry.platform:
                 continue
-            flat.append(inner)
+            add(inner)
     return ImageIndex(outer.descriptor, flat)
 
 
@@ -109,16 +131,27 @@ def is_image_entry(d: Descriptor) -> bool:
     return True
 
 
-def select_manifest(index: ImageIndex, node: Platform) -> Descriptor | None:
-    """The entry a node of ``node`` pulls: best ``match_rank``, index order breaking ties; None if none fits."""
+def select_manifest(index: ImageIndex, node: Platform, *, exact: bool = False) -> Descriptor | None:
+    """The entry a node of ``node`` pulls, or None if none fits.
+
+    containerd (``images.Manifest``, ``images.LimitManifests``) keeps the entries
+    whose platform matches and those without one, sorts them stably by
+    preference with the platformless ones last, and takes the first.  So: the
+    best ``match_rank`` with index order breaking ties; failing that, the first
+    entry without a platform, which containerd then judges by the platform in
+    its image config (``ImageStore.select`` does that: it needs the config).
+    ``exact``: containerd 2.1+'s transfer service (the node's own platform only).
+    """
     best: tuple[int, int, Descriptor] | None = None
+    unlabelled: Descriptor | None = None
     for position, d in enumerate(index.images()):
         if d.platform is None:
+            unlabelled = unlabelled or d
             continue
-        rank = node.match_rank(d.platform)
+        rank = node.match_rank(d.platform, exact=exact)
         if rank is not None and (best is None or (rank, position) < best[:2]):
             best = (rank, position, d)
-    return best[2] if best else None
+    return best[2] if best else unlabelled
 
 
 def layer_compression(media_type: str) -> Literal["gzip", "zstd", "none", "auto"]:

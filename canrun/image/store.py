@@ -115,6 +115,8 @@ class Selection:
     node: Platform
     descriptor: Descriptor | None  # None: the index has no entry this node accepts
     single_platform: bool  # not an index: containerd pulls it whatever its platform
+    #: For an index entry without a platform: the platform its image config gives (what containerd matched).
+    config_platform: Platform | None = None
 
 
 class _SingleFlight:
@@ -192,11 +194,17 @@ class ImageStore:
         body = await self._manifest_body(ref, descriptor)
         parsed = parse_manifest(descriptor, body)
         if isinstance(parsed, ImageIndex):
-            return ResolvedImage(ref, descriptor, await self._flatten(ref, parsed, MAX_INDEX_DEPTH), None)
+            return ResolvedImage(ref, descriptor, await self._flatten(ref, parsed, MAX_INDEX_DEPTH, {}), None)
         return ResolvedImage(ref, descriptor, None, parsed)
 
-    async def _flatten(self, ref: Reference, index: ImageIndex, depth: int) -> ImageIndex:
-        """Fold indexes nested in ``index`` into it, as containerd walks them when it pulls."""
+    async def _flatten(self, ref: Reference, index: ImageIndex, depth: int,
+                       memo: dict[str, ImageIndex]) -> ImageIndex:
+        """Fold indexes nested in ``index`` into it, as containerd walks them when it pulls.
+
+        Nested indexes are content-addressed: each distinct one is fetched and
+        flattened once per reference (``memo``, by digest), and at most
+        ``limits.max_index_documents`` of them are read.
+        """
         nested = index.nested()
         if not nested:
             return index
@@ -204,11 +212,19 @@ class ImageStore:
             raise LimitExceeded(f"{ref}: indexes nested more than {MAX_INDEX_DEPTH} deep")
         children: dict[str, ImageIndex] = {}
         for entry in nested:
-            child = parse_manifest(entry, await self._manifest_body(ref, entry))
-            if not isinstance(child, ImageIndex):
-                raise UnsupportedManifest(f"{ref}: index entry {entry.digest} says it is an index but is not one")
-            children[entry.digest] = await self._flatten(ref, child, depth - 1)
-        return flatten(index, children)
+            if entry.digest in children:
+                continue
+            flat = memo.get(entry.digest)
+            if flat is None:
+                if len(memo) >= self.limits.max_index_documents:
+                    raise LimitExceeded(f"{ref}: the index names more than {self.limits.max_index_documents} "
+                                        f"nested indexes")
+                child = parse_manifest(entry, await self._manifest_body(ref, entry))
+                if not isinstance(child, ImageIndex):
+                    raise UnsupportedManifest(f"{ref}: index entry {entry.digest} says it is an index but is not one")
+                flat = memo[entry.digest] = await self._flatten(ref, child, depth - 1, memo)
+            children[entry.digest] = flat
+        return flatten(index, children, max_entries=self.limits.max_index_entries)
 
     async def _top_descriptor(self, ref: Reference) -> Descriptor:
         key = f"{ref.registry}/{ref.repository}:{ref.tag}"
@@ -233,11 +249,27 @@ class ImageStore:
             self.cache.put_blob(fetched.digest, body)
         return body
 
-    async def select(self, ref: Reference, node: Platform) -> Selection:
+    async def select(self, ref: Reference, node: Platform, *, exact: bool = False) -> Selection:
+        """The manifest a node of ``node`` pulls; ``exact``: containerd 2.1+'s transfer service matching."""
         resolved = await self.resolve(ref)
         if resolved.index is None:
             return Selection(resolved, node, resolved.descriptor, single_platform=True)
-        return Selection(resolved, node, select_manifest(resolved.index, node), single_platform=False)
+        chosen = select_manifest(resolved.index, node, exact=exact)
+        if chosen is not None and chosen.platform is None:
+            # containerd's images.Manifest: an entry without a platform is judged by its image config's
+            config_platform = await self._entry_platform(ref, chosen)
+            if node.match_rank(config_platform, exact=exact) is None:
+                return Selection(resolved, node, None, single_platform=False, config_platform=config_platform)
+            return Selection(resolved, node, chosen, single_platform=False, config_platform=config_platform)
+        return Selection(resolved, node, chosen, single_platform=False)
+
+    async def _entry_platform(self, ref: Reference, entry: Descriptor) -> Platform:
+        """The platform an index entry without one has: the os/architecture/variant of its image config."""
+        parsed = parse_manifest(entry, await self._manifest_body(ref, entry))
+        if not isinstance(parsed, ImageManifest):
+            raise UnsupportedManifest(f"{ref}: index entry {entry.digest} is not an image manifest")
+        doc = _config_doc(ref, parsed.config, await self._config_blob(ref, parsed.config))
+        return Platform.from_dict(doc)
 
     # -- views --------------------------------------------------------------------------------
 
@@ -270,17 +302,7 @@ class ImageStore:
         if len(manifest.layers) > self.limits.max_layers:
             raise LimitExceeded(f"{ref}: the manifest lists {len(manifest.layers)} layers, more than the "
                                 f"{self.limits.max_layers} canrun reads (overlayfs stacks at most 500)")
-        config_bytes = await self._config_blob(ref, manifest.config)
-        if manifest.config.size >= 0 and len(config_bytes) != manifest.config.size:
-            # containerd refuses a blob whose size differs from its descriptor ("unexpected commit size")
-            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is {len(config_bytes)} bytes but "
-                               f"the manifest gives its size as {manifest.config.size}")
-        try:
-            config_doc = json.loads(config_bytes)
-        except ValueError as exc:
-            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is not valid JSON") from exc
-        if not isinstance(config_doc, dict):
-            raise ImageCorrupt(f"{ref}: the image config {manifest.config.digest} is not a JSON object")
+        config_doc = _config_doc(ref, manifest.config, await self._config_blob(ref, manifest.config))
         config = ImageConfig.from_json(config_doc)
         index_digest = None if selection.single_platform else selection.resolved.descriptor.digest
         layer_digests = [d.digest for d in manifest.layers]
@@ -345,3 +367,18 @@ class ImageStore:
         if self.cache is not None:
             await asyncio.to_thread(self.cache.put_layer, index)
         return index
+
+
+def _config_doc(ref: Reference, descriptor: Descriptor, body: bytes) -> dict[str, Any]:
+    """An image config blob as a JSON object, checked against its descriptor's size."""
+    if descriptor.size >= 0 and len(body) != descriptor.size:
+        # containerd refuses a blob whose size differs from its descriptor ("unexpected commit size")
+        raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is {len(body)} bytes but "
+                           f"the manifest gives its size as {descriptor.size}")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is not valid JSON") from exc
+    if not isinstance(doc, dict):
+        raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is not a JSON object")
+    return doc

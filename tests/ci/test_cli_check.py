@@ -196,7 +196,7 @@ def test_missing_config_file_is_a_usage_error(repo: Path) -> None:
     ("rules:\n  exec-format: fatal\n", "rules.exec-format: expected one of error, warning, info, off, got 'fatal'"),
     ("registries:\n  insecure: localhost:5000\n", "registries.insecure: expected a valid list"),
     ("runtime: podman\n", "runtime: expected 'containerd', 'cri-o' or 'docker'"),
-    ("platforms: [linux]\n", "platforms[0]: invalid platform 'linux'"),
+    ("platforms: [linux/arm/v7/x]\n", "platforms[0]: invalid platform 'linux/arm/v7/x'"),
     ("rules: [\n", "/.canrun.yaml:2: not valid YAML"),
 ])
 def test_invalid_config_is_one_line_naming_file_and_key(repo: Path, content: str, message: str) -> None:

@@ -136,7 +136,10 @@ class Image:
 
 @dataclass(frozen=True)
 class Index:
-    """A multi-platform index over catalogue images: (image name, "os/arch[/variant]") entries."""
+    """A multi-platform index over catalogue images: (image name, "os/arch[/variant]") entries.
+
+    The platform is written as given (``linux/arm64/8`` keeps its odd variant); "" leaves it out.
+    """
 
     name: str
     entries: tuple[tuple[str, str], ...]
@@ -479,7 +482,10 @@ def _put_blob(layout: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def _platform_dict(text: str) -> dict[str, str]:
+def _platform_dict(text: str) -> dict[str, str] | None:
+    """``os/arch[/variant]`` as an index entry's platform, written as given; "" writes no platform at all."""
+    if not text:
+        return None
     parts = text.split("/")
     d = {"architecture": parts[1], "os": parts[0]}
     if len(parts) > 2:
@@ -505,8 +511,10 @@ def build_index(recipe: Index, layouts: dict[str, Path], keys: dict[str, str]) -
                 if not (blobs / blob.name).exists():
                     os.link(blob, blobs / blob.name)
             top = _top_descriptor(src)
-            entries.append({"mediaType": top["mediaType"], "digest": top["digest"], "size": top["size"],
-                            "platform": _platform_dict(platform)})
+            entry = {"mediaType": top["mediaType"], "digest": top["digest"], "size": top["size"]}
+            if (platform_doc := _platform_dict(platform)) is not None:
+                entry["platform"] = platform_doc
+            entries.append(entry)
         if recipe.attestation:
             entries.append(_attestation(layout, str(entries[0]["digest"])))
         index = {"schemaVersion": 2, "mediaType": MT_OCI_INDEX, "manifests": entries}
