@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from canrun.errors import RangeUnsupported
+from canrun.errors import LimitExceeded, RangeUnsupported
 from canrun.image import toc_estargz, toc_zstd
 from canrun.image.binary import BINPRM_BUF_SIZE, INTERP_BEYOND_HEAD, parse_exec_header
 from canrun.image.layer import _Builder
@@ -58,6 +58,8 @@ MAX_CHUNK = 32 << 20
 REQUEST_CONCURRENCY = 8
 #: Above this share of the blob, one stream is cheaper than many ranges: read it whole.
 MAX_SHARE = 0.5
+#: Range requests per layer (after coalescing) beyond which the layer is streamed instead.
+MAX_REQUESTS = 2048
 
 
 @dataclass
@@ -92,13 +94,18 @@ async def lazy_index(backend: RegistryBackend, ref: Reference, descriptor: Descr
         stats.bytes += len(data)
         return data
 
-    started = time.monotonic()
-    try:
+    async def build() -> LayerIndex:
         if toc_zstd.annotated(descriptor):
             toc = await toc_zstd.read_toc(read, descriptor, limits)
         else:
             toc = await toc_estargz.read_toc(read, descriptor, limits)
-        index = await _index_from_toc(toc, read, descriptor, limits)
+        return await _index_from_toc(toc, read, descriptor, limits)
+
+    started = time.monotonic()
+    try:
+        index = await asyncio.wait_for(build(), limits.max_seconds)
+    except asyncio.TimeoutError as exc:
+        raise LimitExceeded(f"layer {descriptor.digest}: indexing took longer than {limits.max_seconds:g} s") from exc
     except (TocUnusable, RangeUnsupported) as exc:
         log.info("%s: reading the whole layer: %s", ref, exc)
         return None
@@ -111,15 +118,19 @@ async def _index_from_toc(toc: Toc, read: RangeReader, descriptor: Descriptor, l
     builder = _Builder(descriptor.digest, limits)
     members: list[TarMember] = []
     wanted: list[tuple[TarMember, TocEntry, int]] = []
-    for entry in toc.entries:
-        member = TarMember(entry.name, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.linkname, 0)
-        want = builder.want(member)  # raises LimitExceeded for an oversized kept file, as the stream does
-        members.append(member)
-        if entry.type == REGULAR:
-            if want and entry.size:
-                wanted.append((member, entry, min(want, entry.size)))
-            elif want:
-                member.data = b""
+
+    def plan() -> None:
+        for entry in toc.entries:
+            member = TarMember(entry.name, entry.type, entry.mode, entry.uid, entry.gid, entry.size, entry.linkname, 0)
+            want = builder.want(member)  # raises LimitExceeded for an oversized kept file, as the stream does
+            members.append(member)
+            if entry.type == REGULAR:
+                if want and entry.size:
+                    wanted.append((member, entry, min(want, entry.size)))
+                elif want:
+                    member.data = b""
+
+    await asyncio.to_thread(plan)  # per-member Python work, tens of thousands of times: off the event loop
     heads = _Heads(toc.codec, read, descriptor)
     # First round: enough for the kernel's 256-byte buffer and, nearly always, the ELF program headers.
     # Kept files (/etc/passwd, /etc/group) are read whole.
@@ -134,9 +145,13 @@ async def _index_from_toc(toc: Toc, read: RangeReader, descriptor: Descriptor, l
         await heads.fetch(more)
     for member, entry, need in wanted:
         member.data = heads.prefix(entry, need)
-    add = builder.add
-    for member in members:
-        add(member)
+
+    def build() -> None:
+        add = builder.add
+        for member in members:
+            add(member)
+
+    await asyncio.to_thread(build)
     return LayerIndex(digest=descriptor.digest, entries=builder.entries, files=builder.files, size=descriptor.size)
 
 
@@ -168,6 +183,7 @@ class _Heads:
         self._chunks: dict[tuple[int, int], bytes] = {}  # (id(entry), file offset) -> verified bytes
         self._slots = asyncio.Semaphore(REQUEST_CONCURRENCY)
         self._fetched = 0
+        self._requests = 0
 
     def prefix(self, entry: TocEntry, need: int) -> bytes:
         parts = []
@@ -203,6 +219,10 @@ class _Heads:
                 runs[-1] = (start, max(end, chunk.end), items)
             else:
                 runs.append((chunk.start, chunk.end, [(entry, chunk)]))
+        self._requests += len(runs)
+        if self._requests > MAX_REQUESTS:
+            raise TocUnusable(f"{self._where}: the heads to read need more than {MAX_REQUESTS} requests: "
+                              f"a stream is cheaper")
         planned = self._fetched + sum(end - start for start, end, _ in runs)
         if planned > MAX_SHARE * self._descriptor.size:
             raise TocUnusable(f"{self._where}: the heads to read come to {planned} of {self._descriptor.size} "

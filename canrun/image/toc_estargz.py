@@ -16,6 +16,7 @@ containerd/stargz-snapshotter ``estargz/build.go``, ``estargz/types.go``,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import zlib
@@ -57,7 +58,7 @@ def parse_footer(footer: bytes, where: str) -> int:
 async def read_toc(read: RangeReader, descriptor: Descriptor, limits: Limits) -> Toc:
     """The TOC of an eStargz layer, verified against the annotated digest; TocUnusable otherwise.
 
-    The TOC's own tar header comes first in the entries: the streaming
+    The TOC's own tar header is the last entry: the streaming
     indexer sees ``stargz.index.json`` as the layer's last member, and the two
     indexes must be the same.
     """
@@ -75,20 +76,24 @@ async def read_toc(read: RangeReader, descriptor: Descriptor, limits: Limits) ->
         raise TocUnusable(f"{where}: the eStargz TOC at {offset} ({length} bytes) is out of bounds or over the "
                           f"{limits.max_toc_bytes}-byte limit")
     raw = await read(offset, length)
-    try:
-        tar = gunzip_bounded(raw, limits.max_toc_bytes + 1024)
-    except zlib.error as exc:
-        raise TocUnusable(f"{where}: the eStargz TOC is not gzip data: {exc}") from exc
-    header, text = _toc_member(tar, limits, where)
-    if "sha256:" + hashlib.sha256(text).hexdigest() != expected:
-        raise TocUnusable(f"{where}: the eStargz TOC does not match its annotated digest {expected}")
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise TocUnusable(f"{where}: the eStargz TOC is not JSON") from exc
-    entries = parse_entries(doc, limit=offset, where=where, max_entries=limits.max_entries)
-    entries.append(header)
-    return Toc("gzip", entries)
+
+    def decode() -> Toc:  # CPU work (inflate, hash, JSON): off the event loop
+        try:
+            tar = gunzip_bounded(raw, limits.max_toc_bytes + 1024)
+        except zlib.error as exc:
+            raise TocUnusable(f"{where}: the eStargz TOC is not gzip data: {exc}") from exc
+        header, text = _toc_member(tar, limits, where)
+        if "sha256:" + hashlib.sha256(text).hexdigest() != expected:
+            raise TocUnusable(f"{where}: the eStargz TOC does not match its annotated digest {expected}")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+            raise TocUnusable(f"{where}: the eStargz TOC is not JSON") from exc
+        entries = parse_entries(doc, limit=offset, where=where, max_entries=limits.max_entries)
+        entries.append(header)
+        return Toc("gzip", entries)
+
+    return await asyncio.to_thread(decode)
 
 
 def _toc_member(tar: bytes, limits: Limits, where: str) -> tuple[TocEntry, bytes]:

@@ -17,6 +17,7 @@ See containers/storage ``pkg/chunked/compressor`` and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -67,19 +68,23 @@ async def read_toc(read: RangeReader, descriptor: Descriptor, limits: Limits) ->
     if descriptor.size >= 0 and offset + length > descriptor.size:
         raise TocUnusable(f"{where}: the TOC at {offset}+{length} lies beyond the {descriptor.size}-byte blob")
     raw = await read(offset, length)
-    if "sha256:" + hashlib.sha256(raw).hexdigest() != checksum:
-        raise TocUnusable(f"{where}: the zstd:chunked TOC does not match its annotated checksum {checksum}")
-    try:
-        text = unzstd_bounded(raw, uncompressed, across_frames=True)
-    except zstandard.ZstdError as exc:
-        raise TocUnusable(f"{where}: the zstd:chunked TOC is not zstd data: {exc}") from exc
-    if len(text) != uncompressed:
-        raise TocUnusable(f"{where}: the zstd:chunked TOC unpacks to {len(text)} bytes, not the annotated "
-                          f"{uncompressed}")
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise TocUnusable(f"{where}: the zstd:chunked TOC is not JSON") from exc
-    if isinstance(doc, dict) and doc.get("version") not in (1, None):
-        raise TocUnusable(f"{where}: zstd:chunked TOC version {doc.get('version')!r} is not one canrun reads")
-    return Toc("zstd", parse_entries(doc, limit=offset, where=where, max_entries=limits.max_entries))
+
+    def decode() -> Toc:  # CPU work (hash, inflate, JSON): off the event loop
+        if "sha256:" + hashlib.sha256(raw).hexdigest() != checksum:
+            raise TocUnusable(f"{where}: the zstd:chunked TOC does not match its annotated checksum {checksum}")
+        try:
+            text = unzstd_bounded(raw, uncompressed, across_frames=True)
+        except zstandard.ZstdError as exc:
+            raise TocUnusable(f"{where}: the zstd:chunked TOC is not zstd data: {exc}") from exc
+        if len(text) != uncompressed:
+            raise TocUnusable(f"{where}: the zstd:chunked TOC unpacks to {len(text)} bytes, not the annotated "
+                              f"{uncompressed}")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+            raise TocUnusable(f"{where}: the zstd:chunked TOC is not JSON") from exc
+        if isinstance(doc, dict) and doc.get("version") not in (1, None):
+            raise TocUnusable(f"{where}: zstd:chunked TOC version {doc.get('version')!r} is not one canrun reads")
+        return Toc("zstd", parse_entries(doc, limit=offset, where=where, max_entries=limits.max_entries))
+
+    return await asyncio.to_thread(decode)
