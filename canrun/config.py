@@ -493,6 +493,10 @@ class MirroredBackend:
                     size: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
         return self.inner.stream_blob(self.rewrite(ref), digest, size)
 
+    async def read_range(self, ref: Reference, digest: str, start: int, length: int, *,
+                         size: int | None = None) -> bytes:
+        return await self.inner.read_range(self.rewrite(ref), digest, start, length, size=size)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

@@ -90,6 +90,11 @@ class RegistryHTTPError(RegistryError):
     """An unexpected HTTP status that retries did not cure."""
 
 
+class RangeUnsupported(RegistryError):
+    """The registry answered a ``Range`` request with something other than that range (a whole body, a bad
+    ``Content-Range``): the caller reads the blob whole instead."""
+
+
 class UnsupportedManifest(RegistryError):
     """A manifest canrun cannot judge: schema 1, unknown media type, an artifact."""
 

@@ -49,6 +49,10 @@ class Limits:
     max_index_entries: int = 100_000
     #: Bytes kept from the start of every executable (enough for the ELF program headers).
     exec_head_size: int = 64 * KIB
+    #: A lazy layer's table of contents (zstd:chunked, eStargz), compressed and uncompressed: real ones
+    #: take ~250 bytes per entry, so this covers a quarter of a million entries (containers/storage itself
+    #: refuses TOCs over 50 MiB); a bigger one is read as a stream.
+    max_toc_bytes: int = 64 * MIB
     #: Wall-clock seconds for indexing one layer, waiting for the network included.
     max_seconds: float = 600.0
 

@@ -5,7 +5,8 @@ The store is where the registry, the layer indexer and the caches meet:
 * a tag is resolved to a digest with a HEAD (free on Docker Hub) and remembered
   for a short TTL; everything below is keyed by digest and so cached forever;
 * manifests and configs are small: kept in memory and on disk;
-* layers are streamed, indexed and dropped; only their ``LayerIndex`` is kept,
+* layers are streamed, indexed and dropped (zstd:chunked and eStargz layers are
+  indexed from their table of contents instead, ``lazy.py``); only their ``LayerIndex`` is kept,
   on disk by layer digest, so a base layer shared by fifty images is read once;
 * the merged filesystem of a platform manifest is kept on disk by manifest
   digest, so a warm check loads one view file (decoded lazily) and no layer
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.image.cache import Cache
 from canrun.image.fs import MergedFS
+from canrun.image.lazy import is_lazy, lazy_index
 from canrun.image.layer import index_layer
 from canrun.image.limits import Limits
 from canrun.image.manifest import (ImageIndex, ImageManifest, flatten, layer_compression, parse_manifest,
@@ -148,7 +150,8 @@ class ImageStore:
         self._views: OrderedDict[str, ImageView] = OrderedDict()
         self._memory_views = memory_views
         self._layers: OrderedDict[str, LayerIndex] = OrderedDict()
-        self.stats = {"layers_fetched": 0, "layers_cached": 0, "manifests_fetched": 0, "views_cached": 0}
+        self.stats = {"layers_fetched": 0, "layers_cached": 0, "layers_lazy": 0, "manifests_fetched": 0,
+                      "views_cached": 0}
         #: (registry, repository, credential fingerprint) -> until when that identity's access is confirmed.
         self._access: dict[tuple[str, str, str], float] = {}
 
@@ -358,9 +361,14 @@ class ImageStore:
                 return cached
         compression = layer_compression(descriptor.media_type)
         async with self._layer_slots:
-            async with self.backend.stream_blob(ref, descriptor.digest, descriptor.size) as chunks:
-                index = await index_layer(chunks, digest=descriptor.digest, compression=compression,
-                                          limits=self.limits)
+            # zstd:chunked / eStargz: the table of contents and a few verified chunks, or None -> the stream.
+            index = await lazy_index(self.backend, ref, descriptor, self.limits) if is_lazy(descriptor) else None
+            if index is not None:
+                self.stats["layers_lazy"] += 1
+            else:
+                async with self.backend.stream_blob(ref, descriptor.digest, descriptor.size) as chunks:
+                    index = await index_layer(chunks, digest=descriptor.digest, compression=compression,
+                                              limits=self.limits)
         if descriptor.size >= 0:
             index.size = descriptor.size  # the registry client checked the body against it (and the digest)
         self.stats["layers_fetched"] += 1

@@ -5,7 +5,10 @@ digest, read a manifest, read a small blob, stream a large one, and (later,
 for lazy layer formats) read a byte range — so that is the whole interface.
 The native ``httpx`` client implements it today; a ``crane`` subprocess
 backend or a test double can implement it without the engine noticing.
-Every method returns content already verified against its digest.
+Every method returns content already verified against its digest, except
+``read_range``: a piece of a blob cannot be checked against the blob's digest,
+so its caller verifies it against digests it trusts (a table of contents whose
+digest the manifest names).
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ class RegistryBackend(Protocol):
         ``size`` is the descriptor's size: a body longer than that is cut off as
         ImageCorrupt rather than read to the end (a registry cannot make us read
         more than the manifest promised).
+        """
+
+    async def read_range(self, ref: Reference, digest: str, start: int, length: int, *,
+                         size: int | None = None) -> bytes:
+        """Bytes ``start .. start+length-1`` of a blob, exactly ``length`` of them, NOT verified.
+
+        Raises ``RangeUnsupported`` when the registry does not answer with that
+        range (HTTP 200 with the whole blob, a different ``Content-Range``), and
+        ImageCorrupt when ``size`` (the descriptor's) differs from the total the
+        registry states.  Backends that cannot read ranges raise ``RangeUnsupported``.
         """
 
     async def aclose(self) -> None:

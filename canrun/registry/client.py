@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, RegistryAuthError,
+from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, RangeUnsupported, RegistryAuthError,
                            RegistryError, RegistryHTTPError, UnsupportedManifest, UsageError)
 from canrun.registry.auth import Keychain, RegistryAuth, default_docker_config, pick_challenge
 from canrun.registry.base import Descriptor
@@ -170,6 +170,51 @@ class RegistryClient:
                 await chunks.aclose()  # a consumer that stopped early leaves no generator behind
         finally:
             await resp.aclose()
+
+    async def read_range(self, ref: Reference, digest: str, start: int, length: int, *,
+                         size: int | None = None) -> bytes:
+        """Bytes ``start .. start+length-1`` of a blob with one ``Range`` request; NOT verified (see base.py).
+
+        Only a 206 whose ``Content-Range`` names exactly that range is accepted: a
+        registry (or a proxy in front of it) that answers 200 with the whole blob
+        is told apart at once, and the body is not read.
+        """
+        validate_digest(digest)
+        if start < 0 or length <= 0:
+            raise ValueError(f"bad range {start}+{length}")
+        end = start + length - 1
+        resp = await self._request(ref, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                                   headers={"Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"})
+        try:
+            if resp.status_code == 200:
+                raise RangeUnsupported(f"{ref}: {ref.api_host} ignored a Range request for blob {digest}",
+                                       host=ref.api_host, status=200)
+            if resp.status_code == 416:
+                raise ImageCorrupt(f"{ref}: blob {digest} has no bytes {start}-{end} (416 from {ref.api_host})")
+            await self._raise_for_status(resp, ref, f"blob {digest}")
+            if resp.status_code != 206:
+                raise RangeUnsupported(f"{ref}: {ref.api_host} answered {resp.status_code} to a Range request",
+                                       host=ref.api_host, status=resp.status_code)
+            stated = resp.headers.get("content-range", "")
+            unit, _, spec = stated.partition(" ")
+            span, _, total = spec.partition("/")
+            if unit.strip().lower() != "bytes" or span != f"{start}-{end}":
+                raise RangeUnsupported(f"{ref}: {ref.api_host} answered bytes {span or '?'} of blob {digest} "
+                                       f"for {start}-{end}", host=ref.api_host, status=206)
+            if size is not None and size >= 0 and total != "*" and total != str(size):
+                raise ImageCorrupt(f"{ref}: blob {digest} is {total} bytes on {ref.api_host} but its descriptor "
+                                   f"gives its size as {size}")
+            body = bytearray()
+            async for chunk in self.transport.chunks(resp, f"{ref}: blob {digest}"):
+                body += chunk
+                if len(body) > length:
+                    break
+        finally:
+            await resp.aclose()
+        if len(body) != length:
+            raise RangeUnsupported(f"{ref}: {ref.api_host} sent {len(body)} bytes for a {length}-byte range of "
+                                   f"blob {digest}", host=ref.api_host, status=206)
+        return bytes(body)
 
     # -- manifests ------------------------------------------------------------------------------
 
