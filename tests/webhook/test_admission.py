@@ -155,6 +155,24 @@ def test_env_used_in_the_command_is_relevant() -> None:
     assert relevant_change("Deployment", old, new)
 
 
+@pytest.mark.parametrize("env, command, change", [
+    ([{"name": "B", "value": ""}, {"name": "A", "value": "$(B)/bin"}], ["$(A)/server"], ("B", "/opt")),
+    ([{"name": "P", "value": "/usr/bin"}, {"name": "PATH", "value": "$(P):/bin"}], ["server"], ("P", "/opt")),
+    ([{"name": "C", "value": "x"}, {"name": "B", "value": "$(C)"}, {"name": "A", "value": "/$(B)"}],
+     ["$(A)"], ("C", "y")),
+], ids=["command-through-A-to-B", "PATH-through-P", "two-hops"])
+def test_variables_the_expanded_process_reaches_are_relevant(env: list[dict[str, str]], command: list[str],
+                                                             change: tuple[str, str]) -> None:
+    old = edited(lambda d: _container(d).update(env=env, command=command))
+    new = copy.deepcopy(old)
+    name, value = change
+    next(e for e in _container(new)["env"] if e["name"] == name)["value"] = value
+    assert relevant_change("Deployment", old, new)
+    unrelated = copy.deepcopy(old)
+    _container(unrelated)["env"].append({"name": "LOG_LEVEL", "value": "debug"})
+    assert not relevant_change("Deployment", old, unrelated)
+
+
 def test_cronjob_template_path() -> None:
     def cron(image: str, schedule: str) -> dict[str, Any]:
         return {"kind": "CronJob", "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {
