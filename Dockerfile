@@ -23,6 +23,8 @@ COPY requirements.txt ./
 RUN /opt/canrun/bin/pip install -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY canrun ./canrun
+# canrun/rules links to docs/rules: the rule pages `canrun explain` prints, packaged with the code
+COPY docs/rules ./docs/rules
 RUN /opt/canrun/bin/pip install --no-deps . \
  # byte-compile now: the root filesystem is read-only at run time, so Python cannot write __pycache__ there
  && /opt/canrun/bin/python -m compileall -q /opt/canrun/lib \

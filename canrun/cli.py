@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{command + ': ' if command else ''}{message} (see --help)")
 
 
-COMMANDS = ("check", "inspect", "audit", "serve", "certs", "completion")
+COMMANDS = ("check", "inspect", "audit", "serve", "certs", "completion", "explain")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -94,6 +94,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     completion = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
     if wanted("completion"):
         completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+
+    explain = sub.add_parser("explain", help="print a rule's page: what fails at run time, how canrun sees it, "
+                             "how to fix it")
+    explain.add_argument("rule", nargs="?", help="the rule id of a finding (without it: the list of rules)")
     return parser
 
 
@@ -160,6 +164,20 @@ async def _completion(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) 
     return EXIT_OK
 
 
+async def _explain(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from canrun.findings import RULES
+
+    if not args.rule:
+        width = max(len(r) for r in RULES)
+        stdout.write("".join(f"{r.id:<{width}}  {r.severity.value:<7}  {r.title}\n" for r in RULES.values()))
+        return EXIT_OK
+    rule = RULES.get(args.rule)
+    if rule is None:
+        raise UsageError(f"no rule {args.rule!r}; the rules are: {', '.join(RULES)}")
+    stdout.write(rule.page)
+    return EXIT_OK
+
+
 def _one_shot_tuning() -> None:
     """Tune the interpreter for a one-shot command that reads images as fast as the cores allow.
 
@@ -223,7 +241,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
         if one_shot_process and args.command != "serve":
             _one_shot_tuning()
         handler = {"check": _check, "inspect": _inspect, "audit": _audit, "serve": _serve,
-                   "certs": _certs, "completion": _completion}[args.command]
+                   "certs": _certs, "completion": _completion, "explain": _explain}[args.command]
         if one_shot_process and args.command != "serve":
             return _run_fast(handler(args, stdout, stderr))
         return asyncio.run(handler(args, stdout, stderr))

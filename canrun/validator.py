@@ -11,13 +11,25 @@ image" into findings (``image-unresolvable``/``image-corrupt``/
 checks), stamping every finding with where it came from, folding
 the same finding seen on several platforms into one, and honouring
 ``canrun.io/skip`` exemptions.
+
+Judging (the merge of an image's layers, ``check_container``'s path walks) is
+CPU work in plain Python and runs in the validator's own worker threads, never
+on the event loop: a webhook must answer its liveness probe and fire its
+deadline however long one image takes to judge.  The threads still share the
+GIL with the loop, which the interpreter hands over every few milliseconds, so
+the loop stays responsive; a separate pool (rather than asyncio's default
+executor) keeps slow judgements from starving the webhook's other thread work
+(namespace labels, pull secrets), and bounds how many run at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from canrun.checks import check_container, check_without_image
@@ -34,6 +46,12 @@ from canrun.spec import Container, Workload
 __all__ = ["SKIP_ANNOTATION", "Report", "Validator", "fold_platforms", "skipped_rules"]
 
 Progress = Callable[[int, int], None]
+
+
+def judge_workers() -> int:
+    """How many judgements run at once: a few (the GIL makes more pointless), at least two so one slow
+    image does not hold up every other."""
+    return max(2, min(4, os.cpu_count() or 1))
 
 
 @dataclass
@@ -73,6 +91,14 @@ class Validator:
         self.strict = strict
         #: containerd 2.1+ pulls the node's own platform only (see canrun.platform.exact_pull_match).
         self.exact_pull = exact_pull_match(runtime, containerd_version)
+        self._judges: ThreadPoolExecutor | None = None
+
+    async def _off_loop(self, fn: Callable[[], list[Finding]]) -> list[Finding]:
+        """Run ``fn`` in a judging thread (in the caller's context) and wait for it without blocking the loop."""
+        if self._judges is None:
+            self._judges = ThreadPoolExecutor(judge_workers(), thread_name_prefix="canrun-judge")
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._judges, context.run, fn)
 
     async def check(self, workloads: Sequence[Workload], pool: NodePool, *,
                     progress: Progress | None = None) -> Report:
@@ -156,9 +182,14 @@ class Validator:
                 platform=str(node), digest=selection.resolved.descriptor.digest,
                 evidence={"available": platforms}, **context)]
         view = await self.store.view(selection)
-        ctx = ExecContext(container=container, pod=workload.pod, config=view.config, fs=view.fs,
-                          node=node, image_platform=view.platform or node, runtime=self.runtime)
-        results = check_container(ctx)
+
+        def judge() -> list[Finding]:
+            # view.fs merges the layers on first use (when no cached view holds the merge): here, off the loop
+            ctx = ExecContext(container=container, pod=workload.pod, config=view.config, fs=view.fs,
+                              node=node, image_platform=view.platform or node, runtime=self.runtime)
+            return check_container(ctx)
+
+        results = await self._off_loop(judge)
         results = self._single_platform_verdict(selection, view, node, results)
         return [replace(f, platform=str(node), digest=view.digest, **_missing(f, context)) for f in results]
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from canrun.exemptions import SKIP_ANNOTATION
 from canrun.findings import Finding
 from canrun.spec import Workload
-from canrun.validator import SKIP_ANNOTATION, Report
+from canrun.validator import Report
 
 
 def verdict_key(workload: Workload) -> tuple[Any, ...]:

@@ -120,3 +120,17 @@ def test_check_loads_neither_the_webhook_nor_the_audit_nor_the_config_schema(tmp
     proc = subprocess.run([sys.executable, "-c", probe, str(manifest)], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert proc.stdout.strip().splitlines()[-1] == "0 ['pydantic']", proc.stdout + proc.stderr
+
+
+def test_explain_prints_the_rule_page_shipped_in_the_package() -> None:
+    from canrun.findings import RULES
+
+    code, out, err = run("explain", "command-not-found")
+    assert code == 0, err
+    assert out == RULES["command-not-found"].page
+    assert out.startswith("# `command-not-found`") and "## How to fix" in out
+    code, out, _ = run("explain")
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == list(RULES)
+    code, out, err = run("explain", "command-not-fuond")
+    assert code == 2 and "no rule 'command-not-fuond'" in err and "command-not-found" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -32,6 +32,11 @@ def _e(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
+def _rule_link(rule: str, url: str | None) -> str:
+    """The rule id, a link only where a team hosts the docs (``CANRUN_DOCS_URL``)."""
+    return f'<a href="{_e(url)}"><code>{_e(rule)}</code></a>' if url else f"<code>{_e(rule)}</code>"
+
+
 def _card(metric: str, value: int, label: str, tone: str = "") -> str:
     return (f'<div class="card {tone}" data-metric="{metric}"><span class="num">{value}</span>'
             f'<span class="label">{_e(label)}</span></div>')
@@ -49,7 +54,7 @@ def _rules_table(rules: list[dict[str, Any]]) -> str:
         return '<p class="empty">No rule failed.</p>'
     rows = "".join(
         f'<tr data-rule="{_e(r["rule"])}"><td><span class="sev {_e(r["severity"])}">{_e(r["severity"])}</span></td>'
-        f'<td><a href="{_e(r["docs_url"])}"><code>{_e(r["rule"])}</code></a></td><td>{_e(r["title"])}</td>'
+        f'<td>{_rule_link(r["rule"], r.get("docs_url"))}</td><td>{_e(r["title"])}</td>'
         f'<td class="n" data-col="findings">{r["findings"]}</td><td class="n" data-col="workloads">{r["workloads"]}</td></tr>'
         for r in rules)
     return ('<table id="by-rule"><thead><tr><th>severity</th><th>rule</th><th>what fails</th>'
@@ -98,7 +103,7 @@ def _findings_table(findings: list[dict[str, Any]], suppressed: list[dict[str, A
             f'data-rule="{_e(f["rule"])}">'
             f'<td data-sort="{_SEVERITY_RANK.get(severity, 3) + (3 if exempt else 0)}">'
             f'<span class="sev {_e(status)}">{_e(status)}</span></td>'
-            f'<td><a href="{_e(f.get("docs_url"))}"><code>{_e(f["rule"])}</code></a></td>'
+            f'<td>{_rule_link(f["rule"], f.get("docs_url"))}</td>'
             f'<td>{_e(res.get("namespace") or "")}</td><td>{_e(_resource_text(res))}</td>'
             f'<td>{_e(f.get("container") or "")}</td><td><code>{_e(f.get("image") or "")}</code></td>'
             f'<td>{_e(f.get("platform") or "")}</td>'

@@ -50,7 +50,7 @@ def render_document(doc: dict[str, Any]) -> str:
     ]
     if doc["by_rule"]:
         out += ["## By rule", "", "| severity | rule | what fails | findings | workloads |", "|---|---|---|--:|--:|"]
-        out += [f"| {r['severity']} | [`{r['rule']}`]({r['docs_url']}) | {_cell(r['title'])} | {r['findings']} | "
+        out += [f"| {r['severity']} | {_rule_cell(r)} | {_cell(r['title'])} | {r['findings']} | "
                 f"{r['workloads']} |" for r in doc["by_rule"]]
         out.append("")
     if doc["by_namespace"]:
@@ -84,3 +84,8 @@ def render_document(doc: dict[str, Any]) -> str:
 
 def render(run: AuditRun) -> str:
     return render_document(audit_document(run))
+
+
+def _rule_cell(entry: dict[str, Any]) -> str:
+    """The rule id, linked only where a team hosts the docs (``CANRUN_DOCS_URL``)."""
+    return f"[`{entry['rule']}`]({entry['docs_url']})" if entry.get("docs_url") else f"`{entry['rule']}`"

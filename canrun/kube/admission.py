@@ -25,6 +25,7 @@ admission on the webhook's hot path.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
@@ -274,7 +275,7 @@ def build_response(uid: str, decision: Decision) -> AdmissionReviewResponse:
 # -- UPDATE: did anything an exec verdict depends on change? ----------------------------------------
 
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
-#: Container fields a verdict depends on (env is reduced to PATH below).
+#: Container fields a verdict depends on (env is reduced to what the expanded process uses, below).
 _CONTAINER_FIELDS = ("name", "image", "command", "args", "workingDir", "securityContext", "volumeMounts")
 #: Pod fields a verdict depends on: identity, volumes, scheduling, pull credentials.
 _POD_FIELDS = ("securityContext", "volumes", "nodeSelector", "affinity", "nodeName", "tolerations",
@@ -296,28 +297,49 @@ def _container_view(c: Any) -> Any:
         return c
     view = {k: c.get(k) for k in _CONTAINER_FIELDS if c.get(k) not in (None, [], {})}
     env = c.get("env")
-    if isinstance(env, list):
-        # only PATH changes where a bare command is looked up; other variables only matter through
-        # $(VAR) expansion in command/args, which is compared above as written
-        paths = [e for e in env if isinstance(e, dict) and e.get("name") == "PATH"]
-        if paths:
-            view["env.PATH"] = paths
-        refs = [e for e in env if isinstance(e, dict) and _referenced(e.get("name"), c)]
-        if refs:
-            view["env.referenced"] = refs
+    if isinstance(env, list) and env:
+        used = _process_env(c, env)
+        if used:
+            view["env.process"] = used
     return view
 
 
-def _referenced(name: Any, container: Mapping[str, Any]) -> bool:
-    """Is ``$(name)`` used in the container's command or args (so its value changes the command)?"""
-    if not isinstance(name, str) or name == "PATH":
-        return False
-    token = f"$({name})"
+#: A ``$(NAME)`` reference as the kubelet's expansion reads it (``$$(NAME)`` escapes are over-counted: harmless).
+_REFERENCE = re.compile(r"\$\(([^)]*)\)")
+
+
+def _process_env(container: Mapping[str, Any], env: list[Any]) -> list[Any]:
+    """The env entries the expanded process depends on, in their order.
+
+    The kubelet expands ``$(NAME)`` in command/args from the container env, and each
+    env value from the entries before it, so ``command: ["$(A)/server"]`` with
+    ``A=$(B)/bin`` runs a different program when ``B`` changes, and ``PATH=$(P):/bin``
+    searches elsewhere when ``P`` does.  This is PATH (where a bare command is looked
+    up) and every variable command, args or PATH reach through references, with the
+    entries as written (their order decides the expansion); the rest of the env does
+    not change which program starts.
+    """
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for e in env:
+        if isinstance(e, dict) and isinstance(e.get("name"), str):
+            by_name.setdefault(e["name"], []).append(e)
+    pending = ["PATH"]
     for key in ("command", "args"):
         items = container.get(key)
-        if isinstance(items, list) and any(isinstance(i, str) and token in i for i in items):
-            return True
-    return False
+        if isinstance(items, list):
+            pending += (name for item in items if isinstance(item, str) and "$(" in item
+                        for name in _REFERENCE.findall(item))
+    names: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in names:
+            continue
+        names.add(name)
+        for entry in by_name.get(name, ()):
+            value = entry.get("value")
+            if isinstance(value, str) and "$(" in value:
+                pending += _REFERENCE.findall(value)
+    return [e for e in env if isinstance(e, dict) and e.get("name") in names]
 
 
 def relevant_view(kind: str, obj: Mapping[str, Any] | None) -> Any:

@@ -41,7 +41,8 @@ def _file(file: str | None, root: str | PurePath | None, cwd: str | PurePath | N
 
 
 def _annotation(f: Finding, root: str | PurePath | None, cwd: str | PurePath | None) -> str:
-    message = f"{standalone_message(f)}\nDocs: {f.docs_url}"
+    url = f.docs_url
+    message = f"{standalone_message(f)}\n" + (f"Docs: {url}" if url else f"Details: canrun explain {f.rule}")
     return command(COMMANDS[f.severity], message,
                    file=_file(f.source.file if f.source else None, root, cwd),
                    line=f.source.line if f.source else None,

@@ -93,7 +93,9 @@ def _cases(run: CheckRun) -> list[_Case]:
 def _describe(f: Finding) -> str:
     where = f" ({f.source})" if f.source and f.source.file else ""
     image = f"\n  image: {f.image}" if f.image else ""
-    return f"[{f.severity.value}] {f.rule}{where}: {f.message}{image}\n  fix: {f.hint}\n  docs: {f.docs_url}"
+    url = f.docs_url
+    more = f"docs: {url}" if url else f"details: canrun explain {f.rule}"
+    return f"[{f.severity.value}] {f.rule}{where}: {f.message}{image}\n  fix: {f.hint}\n  {more}"
 
 
 def render(run: CheckRun) -> str:

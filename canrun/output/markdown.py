@@ -36,7 +36,9 @@ def _where(f: Finding) -> str:
 
 
 def _row(f: Finding) -> str:
-    return (f"| {ICONS[f.severity]} {f.severity.value} | [{code(f.rule)}]({f.docs_url}) | "
+    url = f.docs_url
+    rule = f"[{code(f.rule)}]({url})" if url else code(f.rule)
+    return (f"| {ICONS[f.severity]} {f.severity.value} | {rule} | "
             f"{cell(f.resource or '')} | {code(f.container) if f.container else ''} | "
             f"{cell((f.platform or '').replace(',', ', '))} | {_where(f)} |")
 
@@ -53,7 +55,9 @@ def _details(f: Finding) -> str:
     if f.platform:
         facts.append(f"platform {cell(f.platform.replace(',', ', '))}")
     facts.append(f"at {_where(f)}")
-    body += [" · ".join(facts), "", f"[About {code(f.rule)}]({f.docs_url})", "", "</details>"]
+    url = f.docs_url
+    about = f"[About {code(f.rule)}]({url})" if url else f"About this rule: {code(f'canrun explain {f.rule}')}"
+    body += [" · ".join(facts), "", about, "", "</details>"]
     return "\n".join(body)
 
 

@@ -28,7 +28,6 @@ from canrun.findings import RULES, Finding, Severity
 from canrun.output import CheckRun, finding_platforms, is_stdin, repo_path, standalone_message
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://canrun.io"
 SRCROOT = "%SRCROOT%"
 FINGERPRINT_KEY = "canrunFinding/v1"
 
@@ -44,20 +43,23 @@ def rule_name(rule_id: str) -> str:
 def _rules() -> list[dict[str, Any]]:
     out = []
     for rule in RULES.values():
-        out.append({
+        url = rule.docs_url
+        entry: dict[str, Any] = {
             "id": rule.id,
             "name": rule_name(rule.id),
             "shortDescription": {"text": rule.title},
             "fullDescription": {"text": f"{rule.title}. At run time: {rule.predicts}."},
+            # the rule's whole page travels with the log: code scanning shows it beside each alert
             "help": {
-                "text": f"Fix: {rule.hint}\nDocumentation: {rule.docs_url}",
-                "markdown": f"**At run time:** {rule.predicts}\n\n**Fix:** {rule.hint}\n\n"
-                            f"[Documentation]({rule.docs_url})",
+                "text": f"Fix: {rule.hint}\n" + (f"Documentation: {url}" if url else f"canrun explain {rule.id}"),
+                "markdown": rule.page,
             },
-            "helpUri": rule.docs_url,
             "defaultConfiguration": {"level": LEVELS[rule.severity]},
             "properties": {"tags": ["kubernetes", "containers", "reliability"]},
-        })
+        }
+        if url:  # only where a team hosts the docs (CANRUN_DOCS_URL): never a link to nowhere
+            entry["helpUri"] = url
+        out.append(entry)
     return out
 
 
@@ -138,7 +140,6 @@ def render(run: CheckRun, *, root: str | PurePath | None = None, cwd: str | Pure
             "name": "canrun",
             "version": __version__,
             "semanticVersion": __version__,
-            "informationUri": INFORMATION_URI,
             "rules": _rules(),
         }},
         "results": [_result(f, root, cwd) for f in run.report.findings],

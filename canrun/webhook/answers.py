@@ -4,7 +4,10 @@ Pure functions of their arguments (no clock, no metrics, no cluster), so each
 wording is tested without a server.  Who reads what:
 
 * the person running ``kubectl apply`` reads the deny message and the
-  ``Warning:`` lines (short, one line each, see ``kube/admission.shorten``);
+  ``Warning:`` lines: one line of at most 120 characters each, spent on what
+  they need — the rule, the container, the path and the verdict in a few words
+  (``Rule.brief``); the deny message's first line carries the whole verdict the
+  same way, the lines after it the full findings;
 * the audit log keeps the ``auditAnnotations`` (structured JSON, bounded);
 * ``kubectl describe`` shows the Event (the long form, bounded too).
 """
@@ -16,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from canrun.findings import Finding, Severity
-from canrun.kube.admission import Decision, shorten
+from canrun.findings import RULES, Finding, Severity
+from canrun.kube.admission import WARNING_TARGET, Decision, shorten
 from canrun.spec import Workload
 from canrun.validator import SKIP_ANNOTATION, Report
 
@@ -134,15 +137,69 @@ def ssrf_remedies(findings: Sequence[Finding]) -> list[str]:
 
 
 def deny_message(workload: Workload, errors: Sequence[Finding]) -> str:
-    head = f"canrun: {workload.resource} would fail to start ({len(errors)} finding(s)):"
+    """The first line is the whole verdict (kubectl prints it after its own long prefix); one full line per
+    finding follows."""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    head = f"canrun: {workload.resource} would fail to start: {verdict_line(errors[0])}{more}"
     return "\n".join([head] + [finding_line(f) for f in errors])
 
 
 def warning_line(f: Finding) -> str:
-    """A self-contained kubectl warning of at most 120 characters."""
-    where = f'container "{f.container}"' if f.container else "pod"
-    platform = f" [{f.platform}]" if f.platform else ""
-    return shorten(f"canrun {f.rule}: {where}{platform}: {f.message}")
+    """A self-contained kubectl warning of at most 120 characters: rule, container, path, the verdict."""
+    return "canrun " + verdict_line(f, WARNING_TARGET - len("canrun "))
+
+
+#: A path cut to make room keeps at least this many characters (its end: the file's name).
+_MIN_SUBJECT = 16
+
+
+def verdict_line(f: Finding, budget: int = WARNING_TARGET) -> str:
+    """``rule: container "c": /path: verdict in a few words [platforms]`` in at most ``budget`` characters.
+
+    The verdict words come last and are never cut: the path gives up its beginning
+    (``…/bin/server``), then the container name its end; the platforms are named
+    only when there is room (the Event and the audit annotation carry them).
+    """
+    rule = RULES.get(f.rule)
+    verdict = rule.brief if rule is not None and rule.brief else f.rule
+    subject = _subject(f)
+    ev = f.evidence
+    if f.rule == "interpreter-not-found" and ev.get("interpreter"):
+        verdict = f"#! {_one_line(ev['interpreter'])} missing" + (" (CRLF line endings)" if ev.get("crlf") else "")
+    elif f.rule in ("image-unresolvable", "image-corrupt"):
+        verdict = f"{verdict}: {_one_line(f.message)}"  # the reason varies: what room is left is the reason's
+    head = f"{f.rule}: "
+    where = f'container "{_one_line(f.container)}"' if f.container else "pod"
+    line = _compose(head, where, subject, verdict)
+    if len(line) > budget and subject:
+        room = max(_MIN_SUBJECT, len(subject) - (len(line) - budget))
+        subject = subject if len(subject) <= room else "…" + subject[-(room - 1):]
+        line = _compose(head, where, subject, verdict)
+    if len(line) > budget and f.container:
+        room = max(12, len(f.container) - (len(line) - budget))
+        name = _one_line(f.container)
+        where = f'container "{name if len(name) <= room else name[:room - 1] + "…"}"'
+        line = _compose(head, where, subject, verdict)
+    platforms = f" [{f.platform}]" if f.platform else ""
+    if platforms and len(line) + len(platforms) <= budget:
+        line += platforms
+    return shorten(line, budget)
+
+
+def _compose(head: str, where: str, subject: str, verdict: str) -> str:
+    return f"{head}{where}: {subject}: {verdict}" if subject else f"{head}{where}: {verdict}"
+
+
+def _subject(f: Finding) -> str:
+    """What the verdict is about: the path that fails, else the image for image-level rules."""
+    if f.rule in ("image-unresolvable", "image-corrupt", "platform-missing"):
+        return _one_line(f.image or "")
+    path = f.evidence.get("path")
+    return _one_line(path) if isinstance(path, str) else ""
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
 
 
 def findings_annotation(findings: Sequence[Finding]) -> str:

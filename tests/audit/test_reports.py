@@ -92,7 +92,7 @@ def test_one_report_per_namespace_with_stable_names_and_honest_summaries() -> No
     cnf = next(r for r in shop["results"] if r["rule"] == "command-not-found")
     assert cnf["properties"]["container"] == "c0" and cnf["properties"]["platform"] == "linux/amd64"
     assert json.loads(cnf["properties"]["evidence"]) == {"hops": ["/app/server"], "path": "/app/server"}
-    assert "fix" in cnf["properties"] and cnf["properties"]["docs"].endswith("/command-not-found.md")
+    assert "fix" in cnf["properties"] and "docs" not in cnf["properties"]  # no link unless CANRUN_DOCS_URL is set
     passed = next(r for r in shop["results"] if r["result"] == "pass")
     assert passed["rule"] == "all" and passed["resources"][0]["name"] == "api"
 
@@ -164,3 +164,13 @@ def test_html_embeds_the_document_without_letting_it_close_the_script() -> None:
     assert m is not None
     assert json.loads(m.group(1)) == document.audit_document(sample_run())
     assert 'src="http' not in page and "<link" not in page  # self-contained
+
+
+def test_reports_link_rules_only_where_a_team_hosts_the_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANRUN_DOCS_URL", raising=False)
+    for out in (markdown.render(sample_run()), html.render(sample_run()),
+                json.dumps(policyreport.build_reports(sample_run()))):
+        assert "canrun.io/docs" not in out and not re.findall(r"https?://(?!wgpolicyk8s)", out), out[:300]
+    monkeypatch.setenv("CANRUN_DOCS_URL", "https://wiki.example.com/canrun/rules")
+    assert "](https://wiki.example.com/canrun/rules/command-not-found.md)" in markdown.render(sample_run())
+    assert 'href="https://wiki.example.com/canrun/rules/command-not-found.md"' in html.render(sample_run())

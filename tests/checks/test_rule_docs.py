@@ -36,6 +36,15 @@ def test_page_names_the_rule_its_severity_and_the_fix(rule_id: str) -> None:
         assert link in RULES, f"{rule_id}.md links to a rule that does not exist: {link}"
 
 
+def test_the_package_ships_every_page_as_written() -> None:
+    """``canrun explain`` and SARIF read the pages from the package (``canrun/rules`` links to docs/rules, and
+    pyproject's package-data puts them in the wheel): what they print is what docs/rules holds."""
+    from canrun.findings import rule_page
+
+    for rule_id in RULES:
+        assert rule_page(rule_id) == (DOCS / f"{rule_id}.md").read_text()
+
+
 def test_user_not_found_page_says_the_image_group_is_ignored() -> None:
     """Kubernetes passes only the user part of the image USER on; a missing group cannot fail (architecture.md)."""
     text = (DOCS / "user-not-found.md").read_text()

@@ -40,15 +40,44 @@ def test_the_schema_catches_a_broken_log(run: CheckRun) -> None:
 
 def test_sarif_has_one_rule_per_catalog_rule_with_docs(run: CheckRun) -> None:
     driver = json.loads(sarif.render(run))["runs"][0]["tool"]["driver"]
-    assert driver["name"] == "canrun" and driver["version"] and driver["informationUri"].startswith("https://")
+    assert driver["name"] == "canrun" and driver["version"] and "informationUri" not in driver
     ids = [r["id"] for r in driver["rules"]]
     assert ids == list(RULES)
     cnf = driver["rules"][ids.index("command-not-found")]
     assert cnf["name"] == "CommandNotFound"
     assert cnf["shortDescription"]["text"] == RULES["command-not-found"].title
     assert "exit 127" in cnf["fullDescription"]["text"]
-    assert cnf["helpUri"].endswith("/command-not-found.md")
+    assert "helpUri" not in cnf  # no docs hosted anywhere unless CANRUN_DOCS_URL says where
     assert RULES["command-not-found"].hint in cnf["help"]["text"]
+    assert "canrun explain command-not-found" in cnf["help"]["text"]
+    # the whole rule page travels in the log, as shipped in the package
+    assert cnf["help"]["markdown"] == RULES["command-not-found"].page
+    assert cnf["help"]["markdown"].startswith("# `command-not-found`") and "## How to fix" in cnf["help"]["markdown"]
+
+
+RENDERERS = {"sarif": sarif.render, "github": github.render, "junit": junit.render, "markdown": markdown.render,
+             "text": text.render, "json": fmt_json.render}
+
+
+@pytest.mark.parametrize("fmt", sorted(RENDERERS))
+def test_no_output_links_to_a_place_that_does_not_exist(fmt: str, run: CheckRun,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CANRUN_DOCS_URL", raising=False)
+    out = RENDERERS[fmt](run)
+    assert "canrun.io/docs" not in out and "https://canrun.io" not in out
+    links = [u for u in re.findall(r"https?://[^\s\"'<>)]+", out) if "schemastore.org" not in u
+             and "oasis-open.org" not in u]
+    assert not links, links
+
+
+@pytest.mark.parametrize("fmt", ["sarif", "github", "junit", "markdown"])
+def test_a_team_that_hosts_the_docs_gets_links_to_them(fmt: str, run: CheckRun,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANRUN_DOCS_URL", "https://wiki.example.com/canrun/rules/")
+    out = RENDERERS[fmt](run)
+    assert "https://wiki.example.com/canrun/rules/command-not-found.md" in out
+    monkeypatch.setenv("CANRUN_DOCS_URL", "https://docs.example.com/r/{rule}.html")
+    assert "https://docs.example.com/r/command-not-found.html" in RENDERERS[fmt](run)
 
 
 def test_sarif_results_point_at_the_containers_line(run: CheckRun) -> None:
@@ -141,7 +170,7 @@ def test_github_annotations_land_on_the_file_and_line(run: CheckRun) -> None:
     assert props == {"file": "deploy/web.yaml", "line": "21", "title": "canrun command-not-found"}
     assert message.startswith('Deployment default/web, container "app" (image registry.example/web:1) on '
                               "linux/amd64, linux/arm64: ")
-    assert "\nFix: " in message and "command-not-found.md" in message
+    assert "\nFix: " in message and message.endswith("\nDetails: canrun explain command-not-found")
     # the stdin finding has no file property; its nasty message survives the round trip
     name, props, message = commands[2]
     assert "file" not in props and NASTY in message
@@ -208,7 +237,7 @@ def test_markdown_comment_has_a_table_and_details(run: CheckRun) -> None:
     md = markdown.render(run)
     assert md.startswith(markdown.MARKER)
     assert "### ❌ canrun check: 2 errors, 1 warning in 4 workloads, 5 images checked" in md
-    rows = [line for line in md.splitlines() if line.startswith("| ") and "[<code>" in line]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "<code>" in line.split("|")[2]]
     assert len(rows) == 3  # the note is not shown without verbose
     assert "<code>deploy/web.yaml:21</code>" in rows[0]
     assert md.count("<details>") == 3

@@ -155,6 +155,24 @@ def test_env_used_in_the_command_is_relevant() -> None:
     assert relevant_change("Deployment", old, new)
 
 
+@pytest.mark.parametrize("env, command, change", [
+    ([{"name": "B", "value": ""}, {"name": "A", "value": "$(B)/bin"}], ["$(A)/server"], ("B", "/opt")),
+    ([{"name": "P", "value": "/usr/bin"}, {"name": "PATH", "value": "$(P):/bin"}], ["server"], ("P", "/opt")),
+    ([{"name": "C", "value": "x"}, {"name": "B", "value": "$(C)"}, {"name": "A", "value": "/$(B)"}],
+     ["$(A)"], ("C", "y")),
+], ids=["command-through-A-to-B", "PATH-through-P", "two-hops"])
+def test_variables_the_expanded_process_reaches_are_relevant(env: list[dict[str, str]], command: list[str],
+                                                             change: tuple[str, str]) -> None:
+    old = edited(lambda d: _container(d).update(env=env, command=command))
+    new = copy.deepcopy(old)
+    name, value = change
+    next(e for e in _container(new)["env"] if e["name"] == name)["value"] = value
+    assert relevant_change("Deployment", old, new)
+    unrelated = copy.deepcopy(old)
+    _container(unrelated)["env"].append({"name": "LOG_LEVEL", "value": "debug"})
+    assert not relevant_change("Deployment", old, unrelated)
+
+
 def test_cronjob_template_path() -> None:
     def cron(image: str, schedule: str) -> dict[str, Any]:
         return {"kind": "CronJob", "spec": {"schedule": schedule, "jobTemplate": {"spec": {"template": {
@@ -207,9 +225,46 @@ def test_warning_lines_are_short_and_name_rule_container_and_platform() -> None:
     from canrun.webhook.answers import warning_line
 
     short = warning_line(_finding("/app not found"))
-    assert short == 'canrun command-not-found: container "app" [linux/arm64]: /app not found'
+    assert short == 'canrun command-not-found: container "app": not found (exit 127) [linux/arm64]'
     long = warning_line(_finding("x" * 500))
-    assert len(long) == 120 and long.endswith("…") and "\n" not in long
+    assert len(long) <= 120 and "\n" not in long and long.endswith("not found (exit 127) [linux/arm64]")
+
+
+def _found(path: str, *, container: str = "main", platform: str = "linux/amd64,linux/arm64") -> Any:
+    from canrun.findings import finding
+
+    return finding("command-not-found", f"command {path!r} (the container's command): {path} does not exist in "
+                   f"the image (no layer adds it; the nearest existing parent is /)", container=container,
+                   platform=platform, evidence={"path": path})
+
+
+def test_a_warning_spends_its_120_characters_on_rule_container_path_and_verdict() -> None:
+    """The line that used to read ``…command '/app/run' (the container's command): /ap…``."""
+    from canrun.webhook.answers import warning_line
+
+    line = warning_line(_found("/app/run"))
+    assert line == ('canrun command-not-found: container "main": /app/run: not found (exit 127) '
+                    '[linux/amd64,linux/arm64]')
+    deep = warning_line(_found("/opt/vendor/product/releases/2026-11/platform/runtime/bin/the-server-binary"))
+    assert len(deep) <= 120 and deep.endswith("/the-server-binary: not found (exit 127)")  # platforms gave way
+    assert '"main"' in deep and "…" in deep
+    crowded = warning_line(_found("/app/run", container="c01-" + "x" * 120))
+    assert len(crowded) <= 120 and crowded.endswith("/app/run: not found (exit 127)")
+
+
+def test_a_deny_message_says_the_whole_verdict_on_its_first_line() -> None:
+    from canrun.spec import Resource
+    from canrun.webhook.answers import deny_message
+
+    class _W:
+        resource = Resource("Deployment", "web", "shop", "apps/v1")
+
+    errors = [_found("/app/run"), _found("/bin/helper", container="side")]
+    first, *rest = deny_message(_W(), errors).splitlines()  # type: ignore[arg-type]
+    assert first.startswith("canrun: Deployment shop/web would fail to start: command-not-found: "
+                            'container "main": /app/run: not found (exit 127)')
+    assert first.endswith("(and 1 more)")
+    assert len(rest) == 2 and "no layer adds it" in rest[0] and "fix:" in rest[0]  # the long form follows
 
 
 @pytest.mark.parametrize("where", ["object", "template"])

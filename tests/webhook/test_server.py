@@ -126,6 +126,22 @@ def test_update_that_changes_the_command_is_judged(hook: Webhook, catalogue: Cat
     assert answer["allowed"] is False and "command-not-found" in answer["status"]["message"]
 
 
+def test_a_variable_the_command_reaches_through_another_is_never_stale(hook: Webhook, catalogue: Catalogue) -> None:
+    """``command: ["$(A)/sh"]`` with ``A=$(B)/bin``: changing B changes the program, so neither the UPDATE
+    shortcut nor a remembered answer for the same object may stand."""
+    image = catalogue.ref("busybox-amd64")
+
+    def with_b(value: str) -> dict[str, Any]:
+        env = [{"name": "B", "value": value}, {"name": "A", "value": "$(B)/bin"}]
+        return pod([container(image, command=["$(A)/sh", "-c", "true"], env=env)], name="expanded")
+
+    assert hook.review(review(with_b("")))["allowed"] is True
+    again = hook.review(review(with_b("/nowhere")))  # the same object name, seen before: not the old answer
+    assert again["allowed"] is False and "/nowhere/bin/sh" in again["status"]["message"]
+    update = hook.review(review(with_b("/nowhere"), operation="UPDATE", old=with_b("")))
+    assert update["allowed"] is False and "/nowhere/bin/sh" in update["status"]["message"]
+
+
 @pytest.mark.parametrize("operation, sub", [("DELETE", None), ("CONNECT", "exec"), ("UPDATE", "status"),
                                             ("UPDATE", "scale")])
 def test_delete_and_status_or_scale_subresources_pass_untouched(hook: Webhook, catalogue: Catalogue,
