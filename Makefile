@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(KEEP),--keep)
 
 # The README's test command; CI runs exactly this after scripts/setup.sh.
 test: setup lint

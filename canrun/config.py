@@ -30,7 +30,8 @@ from types import MappingProxyType
 from typing import Any
 
 from canrun.errors import UsageError
-from canrun.findings import Finding, Severity, sort_key
+from canrun.exemptions import Exemption
+from canrun.findings import Severity
 from canrun.image.cache import Cache, default_root
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
@@ -40,7 +41,7 @@ from canrun.registry.base import Descriptor
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
 from canrun.registry.ssrf import parse_networks
-from canrun.validator import Report, Validator
+from canrun.validator import Validator
 
 #: The doors: every one composes its settings with ``settings_for``.
 DOORS = ("check", "inspect", "audit", "serve")
@@ -158,8 +159,10 @@ class PolicySettings:
                                   "help": "images that cannot be read (or, for serve, not within the deadline) "
                                           "are errors; serve denies them in enforce mode (default: warnings, "
                                           "or the config file's)"}))
-    #: rule id -> severity, or None to drop the rule's findings (``.canrun.yaml`` rules; apply_rule_overrides).
+    #: rule id -> severity, or None to drop the rule's findings (the file's ``rules``; ``validator.override_rules``).
     rules: Mapping[str, Severity | None] = setting(default_factory=dict, file="rules")
+    #: The file's ``exceptions``: findings workloads are exempt from, beside the ``canrun.io/skip`` annotation.
+    exceptions: tuple[Exemption, ...] = setting((), file="exceptions")
 
     def __post_init__(self) -> None:
         _frozen_map(self, "rules")
@@ -342,6 +345,8 @@ class FileConfig:
     rules: dict[str, Severity | None] = field(default_factory=dict)
     #: Globs of paths ``check`` does not read in the directories it walks.
     exclude: tuple[str, ...] = ()
+    #: The central exemption list.
+    exceptions: tuple[Exemption, ...] = ()
 
 
 def _groups() -> list[tuple[str, type]]:
@@ -455,7 +460,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
         store = ImageStore(backend, cache=cache, limits=settings.limits)
         yield Engine(settings, client, store,
                      Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,
-                               containerd_version=settings.nodes.containerd_version))
+                               containerd_version=settings.nodes.containerd_version,
+                               rules=settings.policy.rules, exemptions=settings.policy.exceptions))
     finally:
         await client.aclose()
 
@@ -499,26 +505,3 @@ class MirroredBackend:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-
-
-def apply_rule_overrides(report: Report, overrides: Mapping[str, Severity | None]) -> Report:
-    """The report with ``.canrun.yaml`` rule severities applied: a new severity, or None to drop the rule.
-
-    Applied to the finished report (after exemptions, strict mode and platform
-    folding) rather than inside the checks, so every rule, including the
-    validator's own (image-unresolvable, platform-missing), is overridden the
-    same way and the engine stays unaware of per-repository policy.
-    """
-    if not overrides:
-        return report
-
-    def adjust(findings: list[Finding]) -> list[Finding]:
-        out: list[Finding] = []
-        for f in findings:
-            if f.rule not in overrides:
-                out.append(f)
-            elif overrides[f.rule] is not None:
-                out.append(replace(f, severity=overrides[f.rule]))
-        return sorted(out, key=sort_key)
-
-    return replace(report, findings=adjust(report.findings), suppressed=adjust(report.suppressed))

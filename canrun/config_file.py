@@ -26,22 +26,30 @@ CI job that silently ignores a typo in its policy is worse than one that stops.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
 from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
+from canrun.exemptions import ALL, Exemption
 from canrun.findings import RULES, Severity
 from canrun.platform import Platform, parse_containerd_version
+from canrun.registry.reference import DOCKER_HUB, DOCKER_HUB_API
 
 LEVELS = ("error", "warning", "info", "off")
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9A-Fa-f:.]+\](?::[0-9]+)?")
-_HUB_ALIASES = {"index.docker.io": "docker.io", "registry-1.docker.io": "docker.io"}
+#: Other spellings of Docker Hub a mirror map may use; references always say ``docker.io``.
+_HUB_ALIASES = {"index.docker.io": DOCKER_HUB, DOCKER_HUB_API: DOCKER_HUB}
+
+
+def canonical_registry(host: str) -> str:
+    return _HUB_ALIASES.get(host.lower(), host.lower())
 
 
 def _level(value: object) -> object:
@@ -77,6 +85,18 @@ class _Registries(BaseModel):
     mirrors: dict[str, str] = Field(default_factory=dict)
 
 
+class _Exception(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: Annotated[list[str], BeforeValidator(_platform_list)]
+    namespace: str | None = None
+    kind: str | None = None
+    workload: str | None = None
+    image: str | None = None
+    expires: dt.date | None = None
+    reason: str | None = None
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -90,6 +110,7 @@ class _File(BaseModel):
     rules: dict[str, Annotated[Literal["error", "warning", "info", "off"], BeforeValidator(_level)]] = Field(
         default_factory=dict)
     exclude: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    exceptions: list[_Exception] = Field(default_factory=list)
 
 
 def discover(cwd: Path) -> FileConfig:
@@ -119,8 +140,15 @@ def load_config(path: Path) -> FileConfig:
     try:
         model = _File.model_validate(doc)
     except ValidationError as exc:
-        raise UsageError(f"{path}: {_first_error(exc)}") from None
+        raise UsageError(_problems(path, [_message(e) for e in exc.errors()])) from None
     return _convert(path, model)
+
+
+def _problems(path: Path, messages: list[str]) -> str:
+    """One problem on one line; several as one line each, all at once (fix them in one go)."""
+    if len(messages) == 1:
+        return f"{path}: {messages[0]}"
+    return f"{path}: {len(messages)} problems:\n" + "\n".join(f"  {m}" for m in messages)
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -130,28 +158,26 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    loc = _loc(tuple(p for p in first["loc"] if not str(p).startswith("function-")))
-    if first["type"] == "extra_forbidden":
-        parent = first["loc"][:-1]
-        known = _known_keys(parent)
-        hint = _suggest(str(first["loc"][-1]), known)
-        message = f"{loc}: unknown key{hint}"
-    elif first["type"] == "literal_error" and first["loc"][:1] == ("rules",):
-        message = f"{loc}: expected one of {', '.join(LEVELS)}, got {first['input']!r}"
-    else:
-        msg = first["msg"]
-        msg = re.sub(r"^Input should be", "expected", msg)
-        msg = re.sub(r"^Value error, ", "", msg)
-        message = f"{loc}: {msg}, got {first['input']!r}"
-    more = len(errors) - 1
-    return message + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+def _message(error: Any) -> str:
+    loc = _loc(tuple(p for p in error["loc"] if not str(p).startswith("function-")))
+    if error["type"] == "extra_forbidden":
+        parent = error["loc"][:-1]
+        hint = _suggest(str(error["loc"][-1]), _known_keys(parent))
+        return f"{loc}: unknown key{hint}"
+    if error["type"] == "literal_error" and error["loc"][:1] == ("rules",):
+        return f"{loc}: expected one of {', '.join(LEVELS)}, got {error['input']!r}"
+    msg = error["msg"]
+    msg = re.sub(r"^Input should be", "expected", msg)
+    msg = re.sub(r"^Value error, ", "", msg)
+    return f"{loc}: {msg}, got {error['input']!r}"
 
 
 def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
-    model: type[BaseModel] = _Registries if parent == ("registries",) else _File
+    model: type[BaseModel] = _File
+    if parent == ("registries",):
+        model = _Registries
+    elif parent[:1] == ("exceptions",):
+        model = _Exception
     return list(model.model_fields)
 
 
@@ -163,7 +189,9 @@ def _suggest(word: str, choices: list[str]) -> str:
 
 
 def _convert(path: Path, model: _File) -> FileConfig:
+    """The validated model as ``FileConfig``; every remaining problem is collected, then reported at once."""
     base = path.parent
+    problems: list[str] = []
 
     def relative(value: str | None) -> Path | None:
         if not value:
@@ -174,46 +202,65 @@ def _convert(path: Path, model: _File) -> FileConfig:
     platforms = None
     if model.platforms is not None:
         if not model.platforms:
-            raise UsageError(f"{path}: platforms: give at least one os/arch, or leave the key out")
+            problems.append("platforms: give at least one os/arch, or leave the key out")
         parsed = []
         for i, text in enumerate(model.platforms):
             try:
                 parsed.append(Platform.parse(text))
             except UsageError as exc:
-                raise UsageError(f"{path}: platforms[{i}]: {exc}") from None
+                problems.append(f"platforms[{i}]: {exc}")
         platforms = tuple(parsed)
 
     rules: dict[str, Severity | None] = {}
     for rule_id, level in model.rules.items():
         if rule_id not in RULES:
-            hint = _suggest(rule_id, list(RULES))
-            hint = hint if "did you mean" in hint else f" (known: {', '.join(RULES)})"
-            raise UsageError(f"{path}: rules.{rule_id}: unknown rule id{hint}")
+            problems.append(f"rules.{rule_id}: unknown rule id{_rule_hint(rule_id)}")
+            continue
         rules[rule_id] = None if level == "off" else Severity(level)
 
     for i, host in enumerate(model.registries.insecure):
-        _check_host(path, f"registries.insecure[{i}]", host)
+        _check_host(problems, f"registries.insecure[{i}]", host)
     mirrors: dict[str, str] = {}
     for registry, mirror in model.registries.mirrors.items():
-        _check_host(path, f"registries.mirrors.{registry}", registry)
+        key = f"registries.mirrors.{registry}"
+        _check_host(problems, key, registry)
         host, _, prefix = mirror.partition("/")
         if "://" in mirror:
-            raise UsageError(f"{path}: registries.mirrors.{registry}: write host[:port][/path], not a URL "
-                             f"({mirror!r})")
-        _check_host(path, f"registries.mirrors.{registry}", host)
-        mirrors[_HUB_ALIASES.get(registry.lower(), registry.lower())] = f"{host}/{prefix.strip('/')}".rstrip("/")
+            problems.append(f"{key}: write host[:port][/path], not a URL ({mirror!r})")
+            continue
+        _check_host(problems, key, host)
+        mirrors[canonical_registry(registry)] = f"{host}/{prefix.strip('/')}".rstrip("/")
 
+    exceptions = []
+    for i, entry in enumerate(model.exceptions):
+        key = f"exceptions[{i}]"
+        if not entry.rules:
+            problems.append(f"{key}.rules: name at least one rule id (or all)")
+        for rule_id in entry.rules:
+            if rule_id != ALL and rule_id not in RULES:
+                problems.append(f"{key}.rules: unknown rule id {rule_id!r}{_rule_hint(rule_id)}")
+        exceptions.append(Exemption(
+            rules=frozenset(entry.rules), origin=f"{key} of {path.name}", namespace=entry.namespace, kind=entry.kind,
+            name=entry.workload, image=entry.image, expires=entry.expires, reason=entry.reason))
+
+    if problems:
+        raise UsageError(_problems(path, problems))
     return FileConfig(
         path=path, platforms=platforms, runtime=model.runtime, containerd_version=model.containerd_version,
         strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
         docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
-        exclude=tuple(model.exclude))
+        exclude=tuple(model.exclude), exceptions=tuple(exceptions))
 
 
-def _check_host(path: Path, key: str, host: str) -> None:
+def _rule_hint(rule_id: str) -> str:
+    hint = _suggest(rule_id, list(RULES))
+    return hint if "did you mean" in hint else f" (known: {', '.join(RULES)})"
+
+
+def _check_host(problems: list[str], key: str, host: str) -> None:
     if not _HOST.fullmatch(host):
-        raise UsageError(f"{path}: {key}: {host!r} is not a registry host[:port]")
+        problems.append(f"{key}: {host!r} is not a registry host[:port]")
 
 
 __all__ = ["FILENAMES", "FileConfig", "discover", "find_config", "load_config", "rules_with_flags"]

@@ -28,14 +28,16 @@ import asyncio
 import contextvars
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from typing import Any
 from dataclasses import dataclass, field, replace
 
 from canrun.checks import check_container, check_without_image
 from canrun.checks.context import ExecContext
 from canrun.errors import INTERNAL_LOG, CanrunError, InvalidReference, RegistryError, RegistryRefused
-from canrun.exemptions import SKIP_ANNOTATION, skipped_rules
+from canrun.exemptions import SKIP_ANNOTATION, Exemption, exempted_by, exemption_key, skipped_rules
 from canrun.findings import Finding, Severity, finding, sort_key
 from canrun.image.store import ImageStore, ImageView, Selection
 from canrun.kube.scheduling import NodePool, platforms_for
@@ -85,10 +87,15 @@ class Validator:
     """Judge workloads against their images; one instance serves many requests."""
 
     def __init__(self, store: ImageStore, *, runtime: str = "containerd", strict: bool = False,
-                 containerd_version: str = DEFAULT_CONTAINERD_VERSION) -> None:
+                 containerd_version: str = DEFAULT_CONTAINERD_VERSION,
+                 rules: Mapping[str, Severity | None] | None = None, exemptions: Sequence[Exemption] = ()) -> None:
         self.store = store
         self.runtime = runtime
         self.strict = strict
+        #: rule id -> severity, or None to drop the rule (the config file's ``rules``), applied last.
+        self.rules: Mapping[str, Severity | None] = dict(rules or {})
+        #: The config file's ``exceptions``, matched after the workload's own annotation.
+        self.exemptions = tuple(exemptions)
         #: containerd 2.1+ pulls the node's own platform only (see canrun.platform.exact_pull_match).
         self.exact_pull = exact_pull_match(runtime, containerd_version)
         self._judges: ThreadPoolExecutor | None = None
@@ -99,6 +106,10 @@ class Validator:
             self._judges = ThreadPoolExecutor(judge_workers(), thread_name_prefix="canrun-judge")
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self._judges, context.run, fn)
+
+    def exemption_key(self, workload: Workload) -> tuple[Any, ...]:
+        """What this validator's exemptions of ``workload`` depend on (part of every shared verdict's key)."""
+        return exemption_key(workload, self.exemptions)
 
     async def check(self, workloads: Sequence[Workload], pool: NodePool, *,
                     progress: Progress | None = None) -> Report:
@@ -134,12 +145,15 @@ class Validator:
             for container, results in zip(workload.pod.containers, per_container):
                 report.images.add(container.image)
                 found += results
-        skip = skipped_rules(workload.annotations)
+        today = date.today()
         for f in found:
-            if "all" in skip or f.rule in skip:
-                report.suppressed.append(f)
-            else:
+            exemption = exempted_by(workload, f, self.exemptions, today)
+            if exemption is None:
                 report.findings.append(f)
+            else:
+                report.suppressed.append(replace(f, evidence={**f.evidence, "exempted_by": exemption.label}))
+        report.findings = override_rules(report.findings, self.rules)
+        report.suppressed = override_rules(report.suppressed, self.rules)
         return report
 
     async def _check_container(self, workload: Workload, container: Container,
@@ -251,6 +265,24 @@ class Validator:
 
 
 _internal = logging.getLogger(INTERNAL_LOG)
+
+
+def override_rules(findings: list[Finding], rules: Mapping[str, Severity | None]) -> list[Finding]:
+    """``findings`` with the config file's rule severities: a new severity, or None to drop the rule.
+
+    Applied to each workload's finished findings (after exemptions, strict mode
+    and platform folding), so every rule, the validator's own included, is
+    overridden the same way in every door.
+    """
+    if not rules:
+        return findings
+    out: list[Finding] = []
+    for f in findings:
+        if f.rule not in rules:
+            out.append(f)
+        elif rules[f.rule] is not None:
+            out.append(replace(f, severity=rules[f.rule]))  # type: ignore[arg-type]
+    return sorted(out, key=sort_key)
 
 
 def _missing(f: Finding, context: dict[str, object]) -> dict[str, object]:

@@ -8,25 +8,32 @@ audit cannot drift apart.
 
 The name, namespace and kind of a workload only label its findings; what decides
 them is the pod spec (its containers, env, volumes, identity, scheduling) and the
-``canrun.io/skip`` exemptions.  The node pool is not part of this key: each door
+exemptions (the ``canrun.io/skip`` annotation, and the config file's list when it
+names workloads).  The node pool is not part of this key: each door
 adds the pool (and, in the webhook, the namespace whose pull secrets read the
 images) as it needs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from canrun.exemptions import SKIP_ANNOTATION
+from canrun.exemptions import Exemption, exemption_key
 from canrun.findings import Finding
 from canrun.spec import Workload
 from canrun.validator import Report
 
 
-def verdict_key(workload: Workload) -> tuple[Any, ...]:
-    """Everything a verdict depends on besides the node pool: the pod spec and the exemptions."""
-    return (repr(workload.pod), workload.annotations.get(SKIP_ANNOTATION, ""))
+def verdict_key(workload: Workload, exemptions: Sequence[Exemption] = ()) -> tuple[Any, ...]:
+    """Everything a verdict depends on besides the node pool: the pod spec and the exemptions.
+
+    ``exemptions`` are the validator's listed ones (the config file's): when one
+    is scoped to a namespace, kind or name, the workload's identity is part of
+    the key too.
+    """
+    return (repr(workload.pod), *exemption_key(workload, exemptions))
 
 
 def restamp(report: Report, judged: Workload, member: Workload) -> Report:

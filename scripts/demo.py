@@ -11,6 +11,7 @@ gone when the demo ends.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -97,7 +98,11 @@ def manifests_for(host: str, work: Path) -> Path:
     return copy
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the registry running afterwards, to try canrun inspect and canrun serve on it")
+    keep = parser.parse_args(argv).keep
     for tool in ("umoci", "skopeo", REGISTRY_BIN):
         if shutil.which(tool) is None:
             raise SystemExit(f"demo: {tool} is missing; run `make setup` (scripts/setup.sh) first")
@@ -142,11 +147,24 @@ def main() -> int:
             say(f"the same check again, from the cache (merged views and layer indexes by digest): {elapsed:.1f} s "
                 "for the whole process, with --format json")
         say("exit status: 0 nothing would fail, 1 something would fail (above), 2 input canrun could not read.")
+        if keep:
+            _kept(registry, work)
         return 0 if code in (0, 1) else code
     finally:
-        if registry is not None:
+        if registry is not None and not keep:
             registry.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _kept(registry: RunningRegistry, work: Path) -> None:
+    host = registry.host
+    say()
+    say(f"demo: the registry keeps running at {host} (pid {registry.process.pid}); try:")
+    say(f"  canrun inspect {host}/shop/reports:3.0 --platform {PLATFORMS}")
+    say(f"  canrun serve --platform linux/amd64 --allow-registry-host {host}")
+    say("    (the webhook's SSRF guard refuses loopback registries unless --allow-registry-host names them)")
+    say(f"stop it with: kill {registry.process.pid} && rm -rf {work}")
 
 
 def _workloads(manifests: Path) -> list[tuple[str, str, str]]:

@@ -86,7 +86,7 @@ def _result(f: Finding, ref: ObjectRef | None, stamp: dict[str, int], *, suppres
             ) -> dict[str, Any]:
     message = f.message
     if suppressed:
-        message = f"exempted by the canrun.io/skip annotation: {message}"
+        message = f"exempted by {f.evidence.get('exempted_by') or 'the canrun.io/skip annotation'}: {message}"
     result: dict[str, Any] = {
         "policy": POLICY,
         "rule": f.rule,

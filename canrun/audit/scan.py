@@ -124,7 +124,7 @@ async def judge(validator: Validator, workloads: Sequence[Workload], pool: NodeP
     """
     groups: dict[tuple[Any, ...], list[Workload]] = {}
     for w in workloads:
-        key = verdict_key(w)
+        key = verdict_key(w, validator.exemptions)
         if keychain_for is not None:
             key = (*key, w.resource.namespace)
         groups.setdefault(key, []).append(w)

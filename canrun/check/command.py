@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from canrun.config import Settings, apply_rule_overrides, open_engine
+from canrun.config import Settings, open_engine
 from canrun.errors import UsageError
+from canrun.exemptions import expired
 from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
 from canrun.output import FORMATS, CheckRun, targets_for
 from canrun.platform import Platform
@@ -110,11 +111,12 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
     else:
         pool = NodePool.from_platforms(platforms)
 
+    for exemption in expired(settings.policy.exceptions):
+        stderr.write(f"canrun: {exemption.origin} expired on {exemption.expires}: it exempts nothing\n")
     loaded = load_objects(paths, stdin=stdin or sys.stdin, exclude=list(settings.inputs.exclude))
     workloads = workloads_from_load(loaded)
     async with open_engine(settings) as engine:
         report = await engine.validator.check(workloads.workloads, pool, progress=progress)
-    report = apply_rule_overrides(report, settings.policy.rules)
     checkrun = CheckRun(
         report=report, platforms=platforms, platforms_defaulted=defaulted,
         input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from canrun.errors import ManifestError
+from canrun.exemptions import SKIP_ANNOTATION
 from canrun.findings import Finding
 from canrun.platform import Platform
 from canrun.spec import Resource, SourceLocation, Workload
@@ -140,6 +141,15 @@ def standalone_message(f: Finding) -> str:
         subject += f" (image {f.image})"
     on = f" on {f.platform.replace(',', ', ')}" if f.platform else ""
     return f"{subject}{on}: {f.message}\nFix: {f.hint}"
+
+
+def exempted_by_origin(suppressed: Sequence[Finding]) -> dict[str, list[Finding]]:
+    """Exempted findings by what exempted them: the ``canrun.io/skip`` annotation, or an entry of the list."""
+    out: dict[str, list[Finding]] = {}
+    for f in suppressed:
+        origin = str(f.evidence.get("exempted_by") or SKIP_ANNOTATION)
+        out.setdefault(SKIP_ANNOTATION if origin.startswith(SKIP_ANNOTATION) else origin, []).append(f)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] != SKIP_ANNOTATION, kv[0])))
 
 
 def is_stdin(file: str | None) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from html import escape
 
 from canrun.findings import Finding, Severity
-from canrun.output import CheckRun, is_stdin
+from canrun.output import CheckRun, exempted_by_origin, is_stdin
 
 MARKER = "<!-- canrun-check -->"
 ICONS = {Severity.ERROR: "❌", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
@@ -93,8 +93,9 @@ def render(run: CheckRun, *, verbose: bool = False, max_chars: int = MAX_CHARS) 
         out += [f"- {cell(err)}" for err in run.input_errors]
         out.append("")
     if run.report.suppressed:
-        rules = ", ".join(code(r) for r in sorted({f.rule for f in run.report.suppressed}))
-        out += [f"{len(run.report.suppressed)} finding(s) exempted by {code('canrun.io/skip')} ({rules}).", ""]
+        for origin, found in exempted_by_origin(run.report.suppressed).items():
+            rules = ", ".join(code(r) for r in sorted({f.rule for f in found}))
+            out += [f"{len(found)} finding(s) exempted by {code(origin)} ({rules}).", ""]
     hidden = len(run.report.findings) - len(findings)
     if hidden:
         out += [f"{hidden} note(s) about what could not be verified are not shown.", ""]

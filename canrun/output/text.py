@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from canrun.findings import Finding, Severity
-from canrun.output import CheckRun, is_stdin
+from canrun.output import CheckRun, exempted_by_origin, is_stdin
 
 _COLOURS = {Severity.ERROR: "\033[31m", Severity.WARNING: "\033[33m", Severity.INFO: "\033[36m"}
 _RESET = "\033[0m"
@@ -89,8 +89,9 @@ def render(run: CheckRun, *, colour: bool = False, verbose: bool = False) -> str
                     lines.append(paint(clean(f"              fix: {f.hint}", " " * 19), _DIM))
     hidden = len(run.report.findings) - len(shown)
     if run.report.suppressed:
-        rules = sorted({f.rule for f in run.report.suppressed})
-        lines.append(f"{len(run.report.suppressed)} finding(s) exempted by canrun.io/skip ({', '.join(rules)})")
+        for origin, found in exempted_by_origin(run.report.suppressed).items():
+            rules = sorted({f.rule for f in found})
+            lines.append(f"{len(found)} finding(s) exempted by {origin} ({', '.join(rules)})")
     if hidden:
         lines.append(f"{hidden} note(s) about what could not be verified (shown with --verbose)")
     for err in run.input_errors:

@@ -58,16 +58,18 @@ def shape(report: Report, workload: Workload, mode: str) -> Outcome:
     errors = [f for f in visible if f.severity is Severity.ERROR]
     others = [f for f in visible if f.severity is not Severity.ERROR]
     rules = sorted({f.rule for f in visible})
-    exempt_value = workload.annotations.get(SKIP_ANNOTATION, "")
-    exempted = sorted({f"{f.rule} ({f.container})" if f.container else f.rule for f in report.suppressed})
+    by_origin: dict[str, set[str]] = {}
+    for f in report.suppressed:
+        origin = str(f.evidence.get("exempted_by") or SKIP_ANNOTATION)
+        by_origin.setdefault(origin, set()).add(f"{f.rule} ({f.container})" if f.container else f.rule)
+    exempted = {origin: sorted(items) for origin, items in sorted(by_origin.items())}
     annotations: dict[str, str] = {}
     if visible:
         annotations["findings"] = findings_annotation(visible)
     if exempted:
-        annotations["exempted"] = shorten(f"{SKIP_ANNOTATION}={exempt_value}: {', '.join(exempted)}",
+        annotations["exempted"] = shorten("; ".join(f"{o}: {', '.join(items)}" for o, items in exempted.items()),
                                           ANNOTATION_VALUE_LIMIT)
-    exemption_warnings = ([shorten(f"canrun: exempted by {SKIP_ANNOTATION}={exempt_value}: {e}")
-                           for e in exempted])
+    exemption_warnings = [shorten(f"canrun: exempted by {o}: {e}") for o, items in exempted.items() for e in items]
     exemption_warnings += ssrf_remedies(visible)
     if mode == "enforce":
         if errors:

@@ -33,11 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not add the cluster's ServiceCIDR ranges to the blocked networks")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config, then $KUBECONFIG)")
     p.add_argument("--context", help="kubeconfig context")
+    p.add_argument("--config-reload-interval", type=float, default=10.0, metavar="S",
+                   help="check the --config file for changes every S seconds and apply them (default 10)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
 async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
     from canrun.webhook import logs
+    from canrun.settings import settings_for
     from canrun.webhook.main import ServeOptions, run
 
     logs.configure(args.log_level)
@@ -47,6 +50,8 @@ async def run_from_args(args: argparse.Namespace, settings: Settings) -> int:
                            log_level=args.log_level, discover_service_ranges=args.discover_service_ranges,
                            cert_manager={"namespace": args.cert_namespace, "service": args.cert_service,
                                          "secret_name": args.cert_secret, "webhook_config": args.webhook_config,
-                                         **({"cert_dir": args.cert_dir} if args.cert_dir else {})})
+                                         **({"cert_dir": args.cert_dir} if args.cert_dir else {})},
+                           recompose=lambda: settings_for("serve", args),
+                           config_reload_interval=args.config_reload_interval)
     await run(settings, options)
     return 0

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from canrun.config import Settings, open_engine
+from canrun.config import Engine, Settings
 from canrun.errors import CanrunError, UsageError
 from canrun.kube.scheduling import NodePool
 from canrun.webhook.app import create_app
 from canrun.webhook.metrics import Metrics
 from canrun.webhook.server import ReloadingTLS, bind, serve
-from canrun.webhook.service import AdmissionService, PoolSource, static_pool, watcher_pool
+from canrun.webhook.reload import EngineHolder
+from canrun.webhook.service import AdmissionService, PoolSource, watcher_pool
 
 log = logging.getLogger("canrun.webhook")
 
@@ -47,6 +48,10 @@ class ServeOptions:
     discover_service_ranges: bool = True
     #: Options passed through to ``certs.CertManager`` (namespace, service, secret, webhook config name).
     cert_manager: dict[str, Any] | None = None
+    #: Composes the settings again (the settings file changed); None: the settings never change.
+    recompose: Callable[[], Settings] | None = None
+    #: How often the settings file is checked for a change.
+    config_reload_interval: float = 10.0
 
 
 def _connect(options: ServeOptions) -> Any | None:
@@ -106,7 +111,8 @@ async def run(settings: Settings, options: ServeOptions, *, started: Callable[[s
         watcher = NodeWatcher(cluster).start()
         pool = watcher_pool(watcher)
     else:
-        pool = static_pool(NodePool.from_platforms(list(settings.nodes.platforms)))
+        static = [NodePool.from_platforms(list(settings.nodes.platforms))]  # follows the settings file
+        pool = lambda: static[0]  # noqa: E731
 
     extra: list[Callable[[], Awaitable[None]]] = []
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -132,10 +138,23 @@ async def run(settings: Settings, options: ServeOptions, *, started: Callable[[s
     tls = ReloadingTLS(cert, key, interval=options.cert_reload_interval)
     sock = bind(options.host, options.port)
     try:
-        async with open_engine(settings, extra_blocked=cluster_ranges) as engine:
+        async with EngineHolder(settings, extra_blocked=cluster_ranges, recompose=options.recompose,
+                                interval=options.config_reload_interval) as holder:
+            engine = holder.engine
+            assert engine is not None
             metrics = Metrics()
-            metrics.watch_engine(lambda: getattr(engine.client, "stats", {}), lambda: engine.store.stats)
+            metrics.watch_engine(lambda: getattr(holder.current.client, "stats", {}),
+                                 lambda: holder.current.store.stats)
             service = AdmissionService(engine.validator, pool, settings=webhook, cluster=cluster, metrics=metrics)
+
+            def switch(new: Engine) -> None:
+                service.use_validator(new.validator)
+                if watcher is None:
+                    static[0] = NodePool.from_platforms(list(new.settings.nodes.platforms))
+
+            holder.on_change(switch)
+            if options.recompose is not None and settings.config_file is not None:
+                extra.append(holder.watch)
             app = create_app(service)
             host, port = sock.getsockname()[:2]
             log.info("canrun webhook listening on https://%s:%s (default mode %s, deadline %ss, %s)", host, port,

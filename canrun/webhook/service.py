@@ -123,6 +123,12 @@ class AdmissionService:
         """Ready once the node platforms are known (the first node list, or a static set)."""
         return self.pool() is not None
 
+    def use_validator(self, validator: Validator) -> None:
+        """Judge with ``validator`` from now on (the settings file changed); the old one's verdicts are dropped."""
+        self.validator = validator
+        self.warmup.validator = validator
+        self.verdicts = Verdicts(ttl=self.settings.verdict_ttl, size=self.settings.verdict_cache_size)
+
     async def start(self) -> None:
         """Start indexing the images of running pods (needs a cluster): at start-up and as pods appear."""
         await self.warmup.start()
@@ -250,7 +256,7 @@ class AdmissionService:
             return Outcome(Decision(warnings=["canrun: not verified: node platforms are not known yet; allowed"]),
                            mode, "unverified", reason="not ready")
         remaining = self.settings.deadline - (time.perf_counter() - started)
-        key = (req.namespace, *verdict_key(workload), id(pool))  # the one key of this admission's verdict
+        key = (req.namespace, *verdict_key(workload, self.validator.exemptions), id(pool))  # the one key of this admission's verdict
         report, cached = await self._judge(key, workload, pool, req.namespace, remaining)
         if report is None:
             return answers.unverified(workload, mode, deadline=self.settings.deadline, strict=self.settings.strict)

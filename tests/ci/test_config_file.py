@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from canrun.config import MirroredBackend, apply_rule_overrides
+from canrun.config import MirroredBackend
+from canrun.validator import override_rules
 from canrun.config_file import FileConfig, discover, find_config, load_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.findings import Severity, finding
 from canrun.platform import Platform
 from canrun.registry.reference import Reference
-from canrun.validator import Report
 
 
 def write(path: Path, text: str) -> Path:
@@ -83,7 +83,6 @@ def test_platforms_as_one_string_like_the_flag(tmp_path: Path) -> None:
     ("rules: {bogus: error}\n", "rules.bogus: unknown rule id (known: platform-missing,"),
     ("platforms: []\n", "platforms: give at least one os/arch"),
     ("- a\n- b\n", "expected a mapping of settings at the top level, got list"),
-    ("strict: true\nrulez: {}\nplatform: x\n", "rulez: unknown key (did you mean rules?) (and 1 more problem)"),
 ])
 def test_mistakes_are_one_line_with_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path / ".canrun.yaml", text)
@@ -112,14 +111,13 @@ def test_rule_overrides_change_severity_or_drop() -> None:
     a = finding("exec-format", "a")
     b = finding("not-verified", "b")
     c = finding("image-unresolvable", "c")
-    report = Report(findings=[a, b, c], suppressed=[finding("not-verified", "d")], workloads=1)
-    out = apply_rule_overrides(report, {"exec-format": Severity.WARNING, "not-verified": None,
-                                        "image-unresolvable": Severity.ERROR})
-    assert [(f.rule, f.severity) for f in out.findings] == [("image-unresolvable", Severity.ERROR),
-                                                           ("exec-format", Severity.WARNING)]
-    assert out.suppressed == [] and out.workloads == 1
-    assert [f.rule for f in out.errors] == ["image-unresolvable"]
-    assert apply_rule_overrides(report, {}) is report
+    findings = [a, b, c]
+    out = override_rules(findings, {"exec-format": Severity.WARNING, "not-verified": None,
+                                    "image-unresolvable": Severity.ERROR})
+    assert [(f.rule, f.severity) for f in out] == [("image-unresolvable", Severity.ERROR),
+                                                  ("exec-format", Severity.WARNING)]
+    assert override_rules([finding("not-verified", "d")], {"not-verified": None}) == []
+    assert override_rules(findings, {}) is findings
 
 
 class _Recorder:
@@ -150,3 +148,48 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     cfg = load_config(write(tmp_path / ".canrun.yaml", example))
     assert cfg.rules["not-verified"] is None and cfg.mirrors["docker.io"] == "mirror.example.com/dockerhub"
+
+
+def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path / ".canrun.yaml", "strict: true\nrulez: {}\nplatform: x\n")
+    with pytest.raises(UsageError) as exc:
+        load_config(path)
+    assert str(exc.value) == (f"{path}: 2 problems:\n  rulez: unknown key (did you mean rules?)\n"
+                              "  platform: unknown key (did you mean platforms?)")
+    path = write(tmp_path / ".canrun.yaml", """\
+platforms: [linux/amd64, linux]
+rules: {command-nt-found: off, exec-format: warning}
+registries: {insecure: ["bad host"], mirrors: {docker.io: "https://mirror"}}
+exceptions:
+  - rules: [all, no-such-rule]
+""")
+    with pytest.raises(UsageError) as exc:
+        load_config(path)
+    lines = str(exc.value).splitlines()
+    assert lines[0] == f"{path}: 5 problems:"
+    for part in ("platforms[1]: invalid platform 'linux'", "rules.command-nt-found: unknown rule id (did you mean "
+                 "command-not-found?)", "registries.insecure[0]: 'bad host' is not a registry host[:port]",
+                 "registries.mirrors.docker.io: write host[:port][/path], not a URL",
+                 "exceptions[0].rules: unknown rule id 'no-such-rule'"):
+        assert any(part in line for line in lines[1:]), (part, lines)
+
+
+def test_exceptions_are_read_with_globs_and_expiry(tmp_path: Path) -> None:
+    import datetime as dt
+
+    cfg = load_config(write(tmp_path / ".canrun.yaml", """\
+exceptions:
+  - namespace: legacy-*
+    workload: batch-*
+    image: registry.example/old/*
+    rules: [command-not-executable, exec-format]
+    expires: 2030-01-31
+    reason: JIRA-123, being rebuilt
+  - rules: all
+    kind: CronJob
+"""))
+    first, second = cfg.exceptions
+    assert (first.namespace, first.name, first.image, first.expires, first.reason) == (
+        "legacy-*", "batch-*", "registry.example/old/*", dt.date(2030, 1, 31), "JIRA-123, being rebuilt")
+    assert first.rules == {"command-not-executable", "exec-format"} and second.rules == {"all"}
+    assert first.origin == "exceptions[0] of .canrun.yaml" and second.kind == "CronJob"

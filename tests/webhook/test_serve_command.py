@@ -107,3 +107,65 @@ def test_bad_serve_flags_are_one_line_errors(flags: tuple[str, ...], says: str) 
     err = io.StringIO()
     assert main(["serve", *flags], stdout=io.StringIO(), stderr=err) == 2
     assert says in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def _swap(path: Path, text: str) -> None:
+    """Replace the file in one rename, as the kubelet updates a mounted ConfigMap."""
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_serve_applies_a_changed_config_file_without_a_restart(tmp_path: Path, catalogue: Catalogue) -> None:
+    """The ConfigMap changes: the next admission is judged under the new settings; a broken file changes nothing."""
+    port = free_port()
+    certs = tmp_path / "certs"
+    config = tmp_path / "config.yaml"
+    config.write_text("rules: {not-verified: off}\n")
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "absent-kubeconfig"), "CANRUN_CACHE_DIR": str(tmp_path / "c")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "canrun", "serve", "--host", "127.0.0.1", "--port", str(port), "--cert-dir",
+         str(certs), "--platform", "linux/amd64", "--mode", "enforce", "--insecure-registry", catalogue.host,
+         "--config", str(config), "--config-reload-interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parents[2])
+    body = review(pod([container(catalogue.ref("whiteout"), name="server")], name="web", namespace="legacy"))
+    try:
+        deadline = time.monotonic() + 30
+        while not (certs / "ca.crt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        verify = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30) as client:
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "canrun serve did not become ready"
+                time.sleep(0.1)
+
+            def answer() -> dict[str, Any]:
+                return client.post("/validate", json=body).json()["response"]
+
+            assert answer()["allowed"] is False  # command-not-found denies in enforce mode
+
+            _swap(config, "exceptions:\n  - namespace: legacy\n    rules: [command-not-found]\n"
+                          "    reason: being rebuilt\n")
+            deadline = time.monotonic() + 15
+            while (got := answer())["allowed"] is False:
+                assert time.monotonic() < deadline, "the new settings were not applied"
+                time.sleep(0.1)
+            assert any("exempted by exceptions[0] of config.yaml" in w for w in got["warnings"]), got
+
+            _swap(config, "rules: {no-such-rule: off}\n")  # invalid: the running settings stay
+            time.sleep(1.0)
+            assert answer()["allowed"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    records = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    messages = [r["msg"] for r in records]
+    assert any(m.startswith("settings reloaded from") for m in messages), messages
+    assert any("not applied" in m and "no-such-rule" in m for m in messages), messages
