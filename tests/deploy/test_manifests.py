@@ -263,7 +263,7 @@ def test_deployment_is_restricted_and_highly_available() -> None:
     assert "--self-managed-certs" in c["args"]
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert {"/tmp", "/var/cache/canrun"} <= mounts
-    assert all("emptyDir" in v for v in spec["volumes"])
+    assert all("emptyDir" in v for v in spec["volumes"] if v["name"] != "config")
     pdb = find(objs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
@@ -395,3 +395,27 @@ def test_args_alone_under_the_serve_entrypoint_would_run_serve() -> None:
     assert argv[:3] == ("/usr/local/bin/canrun", "serve", "audit")
     with pytest.raises(AssertionError, match="canrun refuses"):
         parse_canrun(argv)
+
+
+def test_the_webhook_reads_its_settings_from_a_configmap_it_can_follow() -> None:
+    """--config names a file of the mounted ConfigMap, mounted as a directory (a subPath mount never updates),
+    and the shipped file is one canrun accepts."""
+    from canrun.config_file import load_config
+
+    objs = base_objects()
+    c = find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    (path,) = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--config=")]
+    volumes = {v["name"]: v for v in find(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    config_map = volumes[mount["name"]]["configMap"]["name"]
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == config_map]
+    key = path[len(mount["mountPath"]) + 1:]
+    assert cm["metadata"]["namespace"] == find(objs, "Deployment")["metadata"]["namespace"]
+    import tempfile
+    from pathlib import Path as _Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = _Path(tmp) / key
+        file.write_text(cm["data"][key])
+        load_config(file)  # raises UsageError if the shipped settings were not valid
