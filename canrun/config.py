@@ -37,7 +37,8 @@ from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
 from canrun.platform import DEFAULT_CONTAINERD_VERSION, DEFAULT_PLATFORMS, Platform, parse_containerd_version, \
     parse_platforms
-from canrun.registry.base import Descriptor
+from canrun.hosts_dir import HostsBackend, load_hosts_dir
+from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.client import RegistryClient, RegistrySettings
 from canrun.registry.reference import Reference
 from canrun.registry.ssrf import parse_networks
@@ -192,6 +193,12 @@ class RegistryAccess:
                                                          "help": "registry timeout in seconds (default 30)"}))
     #: registry host -> mirror ``host[:port][/path-prefix]`` that is read instead.
     mirrors: Mapping[str, str] = setting(default_factory=dict, file="mirrors")
+    #: containerd's registry host directory (``/etc/containerd/certs.d``: ``<host>/hosts.toml``), see hosts_dir.
+    hosts_dir: Path | None = setting(
+        None, file="hosts_dir",
+        flag=Flag(("--hosts-dir",), {"type": Path, "metavar": "DIR",
+                                     "help": "read registry mirrors and TLS settings from containerd's hosts "
+                                             "directory (DIR/<host>/hosts.toml, as /etc/containerd/certs.d)"}))
     #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks``: a pod spec
     #: names the image, so the webhook must not be a way into the cluster's network.
     ssrf_guard: bool = setting(False, door_defaults={"serve": True})
@@ -339,6 +346,7 @@ class FileConfig:
     insecure_registries: tuple[str, ...] = ()
     ca_file: Path | None = None
     docker_config: Path | None = None
+    hosts_dir: Path | None = None
     #: registry host -> mirror ``host[:port][/path-prefix]`` read instead.
     mirrors: dict[str, str] = field(default_factory=dict)
     #: rule id -> severity, or None for a rule that is turned off.
@@ -452,10 +460,17 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
 
     ``extra_blocked``: networks the SSRF guard refuses besides the settings' (found at run time).
     """
-    client = RegistryClient(settings.registry.client_settings(extra_blocked=extra_blocked))
+    hosts = load_hosts_dir(settings.registry.hosts_dir) if settings.registry.hosts_dir else None
+    bundle = _ca_bundle(settings.registry.ca_file, hosts.ca_files) if hosts and hosts.ca_files else None
+    access = settings.registry
+    if hosts is not None:
+        access = replace(access, insecure=tuple(dict.fromkeys((*access.insecure, *hosts.insecure_hosts))),
+                         ca_file=bundle or access.ca_file)
+    client = RegistryClient(access.client_settings(extra_blocked=extra_blocked))
     try:
+        backend: RegistryBackend = HostsBackend(client, hosts) if hosts is not None else client
         mirrors = settings.registry.mirrors
-        backend = MirroredBackend(client, mirrors) if mirrors else client
+        backend = MirroredBackend(backend, mirrors) if mirrors else backend
         cache = Cache(settings.cache.dir) if settings.cache.enabled else None
         store = ImageStore(backend, cache=cache, limits=settings.limits)
         yield Engine(settings, client, store,
@@ -464,6 +479,18 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
                                rules=settings.policy.rules, exemptions=settings.policy.exceptions))
     finally:
         await client.aclose()
+        if bundle is not None:
+            bundle.unlink(missing_ok=True)
+
+
+def _ca_bundle(ca_file: Path | None, extra: tuple[Path, ...]) -> Path:
+    """One CA bundle of ``--ca-file`` and the hosts directory's ``ca`` files (the client keeps one trust store)."""
+    import tempfile
+
+    parts = [p.read_bytes() for p in ((ca_file,) if ca_file else ()) + extra]
+    with tempfile.NamedTemporaryFile("wb", prefix="canrun-ca-", suffix=".pem", delete=False) as fh:
+        fh.write(b"\n".join(parts))
+    return Path(fh.name)
 
 
 class MirroredBackend:
@@ -475,7 +502,7 @@ class MirroredBackend:
     same digests, as a pull-through cache does.
     """
 
-    def __init__(self, inner: RegistryClient, mirrors: Mapping[str, str]) -> None:
+    def __init__(self, inner: RegistryBackend, mirrors: Mapping[str, str]) -> None:
         self.inner = inner
         self.mirrors = dict(mirrors)
 

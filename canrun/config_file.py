@@ -82,6 +82,7 @@ class _Registries(BaseModel):
     insecure: list[str] = Field(default_factory=list)
     ca_file: str | None = None
     docker_config: str | None = None
+    hosts_dir: str | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
 
 
@@ -249,7 +250,8 @@ def _convert(path: Path, model: _File) -> FileConfig:
         path=path, platforms=platforms, runtime=model.runtime, containerd_version=model.containerd_version,
         strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
-        docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
+        docker_config=relative(model.registries.docker_config),
+        hosts_dir=relative(model.registries.hosts_dir), mirrors=mirrors, rules=rules,
         exclude=tuple(model.exclude), exceptions=tuple(exceptions))
 
 
