@@ -37,6 +37,7 @@ from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
 from canrun.platform import DEFAULT_CONTAINERD_VERSION, DEFAULT_PLATFORMS, Platform, parse_containerd_version, \
     parse_platforms
+from canrun.credential_provider import CredentialBackend, load_provider_config
 from canrun.hosts_dir import HostsBackend, load_hosts_dir
 from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.client import RegistryClient, RegistrySettings
@@ -199,6 +200,17 @@ class RegistryAccess:
         flag=Flag(("--hosts-dir",), {"type": Path, "metavar": "DIR",
                                      "help": "read registry mirrors and TLS settings from containerd's hosts "
                                              "directory (DIR/<host>/hosts.toml, as /etc/containerd/certs.d)"}))
+    #: The kubelet's ``CredentialProviderConfig``: exec plugins giving registry credentials (credential_provider).
+    credential_provider_config: Path | None = setting(
+        None, file="credential_provider_config",
+        flag=Flag(("--image-credential-provider-config",), {
+            "type": Path, "metavar": "FILE",
+            "help": "the kubelet's CredentialProviderConfig: run its exec plugins for registry credentials"}))
+    #: Where the plugins of ``credential_provider_config`` are (the kubelet's flag of the same name).
+    credential_provider_bin_dir: Path | None = setting(
+        None, file="credential_provider_bin_dir",
+        flag=Flag(("--image-credential-provider-bin-dir",), {
+            "type": Path, "metavar": "DIR", "help": "directory of the credential provider plugins"}))
     #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks``: a pod spec
     #: names the image, so the webhook must not be a way into the cluster's network.
     ssrf_guard: bool = setting(False, door_defaults={"serve": True})
@@ -347,6 +359,8 @@ class FileConfig:
     ca_file: Path | None = None
     docker_config: Path | None = None
     hosts_dir: Path | None = None
+    credential_provider_config: Path | None = None
+    credential_provider_bin_dir: Path | None = None
     #: registry host -> mirror ``host[:port][/path-prefix]`` read instead.
     mirrors: dict[str, str] = field(default_factory=dict)
     #: rule id -> severity, or None for a rule that is turned off.
@@ -469,6 +483,9 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
     client = RegistryClient(access.client_settings(extra_blocked=extra_blocked))
     try:
         backend: RegistryBackend = HostsBackend(client, hosts) if hosts is not None else client
+        if access.credential_provider_config is not None:
+            providers = load_provider_config(access.credential_provider_config, access.credential_provider_bin_dir)
+            backend = CredentialBackend(backend, providers)
         mirrors = settings.registry.mirrors
         backend = MirroredBackend(backend, mirrors) if mirrors else backend
         cache = Cache(settings.cache.dir) if settings.cache.enabled else None

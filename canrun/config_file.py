@@ -83,6 +83,8 @@ class _Registries(BaseModel):
     ca_file: str | None = None
     docker_config: str | None = None
     hosts_dir: str | None = None
+    credential_provider_config: str | None = None
+    credential_provider_bin_dir: str | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
 
 
@@ -251,7 +253,9 @@ def _convert(path: Path, model: _File) -> FileConfig:
         strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
         docker_config=relative(model.registries.docker_config),
-        hosts_dir=relative(model.registries.hosts_dir), mirrors=mirrors, rules=rules,
+        hosts_dir=relative(model.registries.hosts_dir),
+        credential_provider_config=relative(model.registries.credential_provider_config),
+        credential_provider_bin_dir=relative(model.registries.credential_provider_bin_dir), mirrors=mirrors, rules=rules,
         exclude=tuple(model.exclude), exceptions=tuple(exceptions))
 
 
