@@ -15,7 +15,6 @@ import logging
 import sys
 import traceback
 from collections.abc import Coroutine, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from canrun.config import add_flags, open_engine
