@@ -97,3 +97,19 @@ def test_every_platform_given_is_inspected(local_registry: RunningRegistry, cata
                            "--platform", "linux/arm64")
     assert code == 1
     assert "platform  linux/amd64" in out and "no build for linux/arm64" in out
+
+
+@pytest.mark.registry
+def test_inspect_reads_the_config_file_mirrors(local_registry: RunningRegistry, catalogue: Catalogue,
+                                               tmp_path) -> None:
+    """An air-gapped laptop: the image names a registry canrun cannot reach; the file's mirror serves it."""
+    config = tmp_path / ".canrun.yaml"
+    config.write_text(f"registries:\n  mirrors:\n    unreachable.example: {local_registry.host}\n"
+                      f"  insecure: [{local_registry.host}]\n")
+    image = "unreachable.example/" + catalogue.ref("whiteout").split("/", 1)[1]
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["inspect", image, "--no-cache", "--config", str(config)], stdout=out, stderr=err)
+    assert code == 1, err.getvalue()  # judged through the mirror: its command fails
+    assert f"image     {image}" in out.getvalue() and "verdict: fails: command-not-found" in out.getvalue()
+    code = main(["inspect", image, "--no-cache", "--timeout", "3"], stdout=io.StringIO(), stderr=(err := io.StringIO()))
+    assert code == 2 and "unreachable.example" in err.getvalue()  # without the file: not readable
