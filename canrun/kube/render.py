@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,26 +91,70 @@ def _which() -> Callable[[str], str | None]:
     return shutil.which
 
 
-def _run(argv: list[str], *, cwd: str | None, limits: ManifestLimits, what: str, source: str) -> str:
-    """The tool's standard output, bounded in bytes and time; ManifestError naming its complaint otherwise."""
+def _run(argv: list[str], *, cwd: str | None, limits: ManifestLimits, what: str, source: str,
+         timeout: float = RENDER_TIMEOUT) -> str:
+    """The tool's standard output, bounded in bytes and time; ManifestError naming its complaint otherwise.
+
+    Output is read as it comes and the tool is killed the moment it passes the byte limit or the
+    time limit, so neither a runaway template nor a hung tool costs more than the bound.
+    """
     import subprocess
+    import threading
+
     try:
+        # its own process group, so a kill reaches whatever the tool started (helm plugins, say)
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         raise ManifestError(f"cannot run {argv[0]}: {exc.strerror or exc}", source=source) from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:  # already gone
+            pass
+
+    def expire() -> None:
+        timed_out.set()
+        kill()
+
+    tail = bytearray()
+
+    def drain_stderr() -> None:
+        assert proc.stderr is not None
+        for chunk in iter(lambda: proc.stderr.read(4096), b""):  # type: ignore[union-attr]
+            tail.extend(chunk)
+            del tail[:-_STDERR_KEEP]
+
+    timer = threading.Timer(timeout, expire)
+    reader = threading.Thread(target=drain_stderr, daemon=True)
+    timer.start()
+    reader.start()
+    out = bytearray()
+    too_big = False
     try:
-        out, err = proc.communicate(timeout=RENDER_TIMEOUT)
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.communicate()
-        raise ManifestError(f"{what} took longer than {RENDER_TIMEOUT:.0f}s; stopped", source=source) from exc
+        for chunk in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
+            out.extend(chunk)
+            if len(out) > limits.max_file_bytes:
+                too_big = True
+                kill()
+                break
+    finally:
+        proc.wait()
+        timer.cancel()
+        reader.join(5)
+        proc.stdout.close()
+        proc.stderr.close()
+    if timed_out.is_set():
+        raise ManifestError(f"{what} took longer than {timeout:.0f}s; stopped", source=source)
+    if too_big:
+        raise ManifestError(f"{what} wrote more than {limits.max_file_bytes} bytes; refused", source=source)
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in err[-_STDERR_KEEP:].decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in bytes(tail).decode("utf-8", "replace").splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
         raise ManifestError(f"{what} failed: {reason}", source=source)
-    if len(out) > limits.max_file_bytes:
-        raise ManifestError(f"{what} wrote more than {limits.max_file_bytes} bytes; refused", source=source)
     return out.decode("utf-8", "replace")
 
 

@@ -57,5 +57,8 @@ def render(run: CheckRun, *, root: str | PurePath | None = None, cwd: str | Pure
     for err in run.input_errors:
         lines.append(command("error", str(err), file=_file(err.source, root, cwd), line=err.line,
                              title="canrun: unreadable manifest"))
+    for err in run.not_checked:
+        lines.append(command("warning", str(err), file=_file(err.source, root, cwd), line=err.line,
+                             title="canrun: not checked"))
     lines.append(run.summary_line())
     return "\n".join(lines) + "\n"

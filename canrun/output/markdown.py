@@ -92,6 +92,10 @@ def render(run: CheckRun, *, verbose: bool = False, max_chars: int = MAX_CHARS) 
         out += ["**Documents canrun could not read:**", ""]
         out += [f"- {cell(err)}" for err in run.input_errors]
         out.append("")
+    if run.not_checked:
+        out += ["**Not checked** (their renderer is not installed):", ""]
+        out += [f"- {cell(err)}" for err in run.not_checked]
+        out.append("")
     if run.report.suppressed:
         for origin, found in exempted_by_origin(run.report.suppressed).items():
             rules = ", ".join(code(r) for r in sorted({f.rule for f in found}))

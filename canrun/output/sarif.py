@@ -121,8 +121,8 @@ def _result(f: Finding, root: str | PurePath | None, cwd: str | PurePath | None)
 
 def _notifications(run: CheckRun, root: str | PurePath | None, cwd: str | PurePath | None) -> list[dict[str, Any]]:
     out = []
-    for err in run.input_errors:
-        note: dict[str, Any] = {"level": "error", "message": {"text": str(err)}}
+    for level, err in [*(("error", e) for e in run.input_errors), *(("warning", e) for e in run.not_checked)]:
+        note: dict[str, Any] = {"level": level, "message": {"text": str(err)}}
         artifact = _artifact(err.source, root, cwd)
         if artifact is not None:
             physical: dict[str, Any] = {"artifactLocation": artifact}

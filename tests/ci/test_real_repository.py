@@ -87,3 +87,20 @@ def test_the_actions_default_input_on_a_repository_with_a_helm_chart(ordinary: P
     assert ("charts/ingress-nginx/templates/controller-deployment.yaml", 3) in places
     assert ("charts/ingress-nginx/templates/admission-webhooks/job-patch/job-createSecret.yaml", 10) in places
     assert "::warning file=charts/ingress-nginx/templates/controller-deployment.yaml,line=3" in proc.stdout
+
+
+def test_every_format_says_what_was_not_checked(ordinary: Path) -> None:
+    import json
+
+    args = ("-f", ".", "--platform", "linux/amd64")
+    doc = json.loads(check(*args, "--format", "json").out)
+    assert [e["file"] for e in doc["not_checked"]] == ["./charts/ingress-nginx"]
+    assert sorted(e["file"] for e in doc["not_objects"]) == ["./action.yml", "./docs/schema.json",
+                                                             "./k8s/replicas.yaml"]
+    assert doc["summary"]["not_checked"] == 1 and doc["summary"]["not_objects"] == 3
+    sarif = json.loads(check(*args, "--format", "sarif").out)
+    notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [(n["level"], "helm is not on PATH" in n["message"]["text"]) for n in notes] == [("warning", True)]
+    github = check(*args, "--format", "github").out
+    assert "::warning file=charts/ingress-nginx,title=canrun%3A not checked::" in github
+    assert "**Not checked**" in check(*args, "--format", "markdown").out

@@ -249,15 +249,29 @@ def test_exclude_globs_match_relative_paths_and_names(tmp_path: Path) -> None:
 
 
 def test_the_renderer_has_a_time_and_size_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tool that never stops writing is cut at the byte limit; one that hangs at the time limit."""
+    import time
+
+    from canrun.errors import ManifestError
+    from canrun.kube.yamldoc import ManifestLimits
+
     tool = tmp_path / "bin" / "helm"
     tool.parent.mkdir()
-    tool.write_text("#!/bin/sh\nhead -c 4096 /dev/zero | tr '\\0' 'a'\n")
+    tool.write_text("#!/bin/sh\nexec yes aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n")
     tool.chmod(0o755)
     shutil.copytree(HELM_DATA / "ingress-nginx", tmp_path / "chart")
     monkeypatch.setenv("PATH", f"{tool.parent}{os.pathsep}/usr/bin:/bin")
-    from canrun.kube.yamldoc import ManifestLimits
-    with pytest.raises(Exception, match="more than 1024 bytes"):
-        render.render_chart(str(tmp_path / "chart"), limits=ManifestLimits(max_file_bytes=1024))
+    started = time.monotonic()
+    with pytest.raises(ManifestError, match="wrote more than 1048576 bytes; refused"):
+        render.render_chart(str(tmp_path / "chart"), limits=ManifestLimits(max_file_bytes=1 << 20))
+    assert time.monotonic() - started < 10
+    hung = tmp_path / "hung"
+    hung.write_text("#!/bin/sh\nsleep 60 &\nsleep 60\n")
+    hung.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(ManifestError, match="took longer than 1s; stopped"):
+        render._run([str(hung)], cwd=None, limits=ManifestLimits(), what="hung", source="x", timeout=1)
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not on PATH")
