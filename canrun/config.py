@@ -448,6 +448,7 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
     ``extra_blocked``: networks the SSRF guard refuses besides the settings' (found at run time).
     """
     client = RegistryClient(settings.registry.client_settings(extra_blocked=extra_blocked))
+    store: ImageStore | None = None
     try:
         mirrors = settings.registry.mirrors
         backend = MirroredBackend(client, mirrors) if mirrors else client
@@ -457,6 +458,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
                      Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,
                                containerd_version=settings.nodes.containerd_version))
     finally:
+        if store is not None:
+            await store.aclose()  # reads still running end before the client they use is closed
         await client.aclose()
 
 

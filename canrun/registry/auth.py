@@ -38,7 +38,6 @@ import base64
 import binascii
 import contextvars
 import hashlib
-import json
 import logging
 import os
 import re
@@ -53,7 +52,8 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from canrun.errors import RegistryAuthError, RegistryHTTPError, UsageError
+from canrun import redact, untrusted_json
+from canrun.errors import LimitExceeded, RegistryAuthError, RegistryHTTPError, UsageError
 from canrun.registry.ssrf import is_loopback_host
 
 if TYPE_CHECKING:  # the engine imports this module for use_keychain: it must not pull in httpx
@@ -85,6 +85,10 @@ class Credential:
         return f"Credential(username={self.username!r}, {kind}=<redacted>)"
 
     __str__ = __repr__
+
+    def __post_init__(self) -> None:
+        raw = f"{self.username}:{self.password}".encode()
+        redact.remember(self.password, self.identity_token, base64.b64encode(raw).decode() if self.password else None)
 
     @property
     def fingerprint(self) -> str:
@@ -161,13 +165,13 @@ class Keychain:
             except OSError as exc:
                 raise UsageError(f"cannot read docker config {path}: {exc.strerror or exc}") from exc
             try:
-                data = json.loads(raw)
+                data = untrusted_json.loads(raw)
             except ValueError as exc:
                 raise UsageError(f"docker config {path} is not valid JSON: {exc}") from exc
             allow = True if helpers is None else helpers
         elif isinstance(source, bytes):
             try:
-                data = json.loads(source)
+                data = untrusted_json.loads(source)
             except ValueError as exc:
                 raise UsageError(f"docker config is not valid JSON: {exc}") from exc
             allow = bool(helpers)
@@ -266,7 +270,7 @@ def run_helper(name: str, host: str, *, timeout: float = HELPER_TIMEOUT) -> Cred
         log.debug("credential helper %s found no credentials for %s (exit %d)", program, host, proc.returncode)
         return None
     try:
-        answer = json.loads(proc.stdout)
+        answer = untrusted_json.loads(proc.stdout)
         username, secret = str(answer.get("Username") or ""), str(answer.get("Secret") or "")
     except (ValueError, AttributeError):
         log.debug("credential helper %s gave an unreadable answer for %s", program, host)
@@ -468,12 +472,16 @@ class RegistryAuth:
             if resp.status_code != 200:
                 raise RegistryHTTPError(f"the token server of {host} answered {resp.status_code}",
                                         host=host, status=resp.status_code)
-            raw_answer = await self.transport.read(resp, limit=MAX_TOKEN_ANSWER,
-                                                   what=f"the token answer of {host}")
+            try:
+                raw_answer = await self.transport.read(resp, limit=MAX_TOKEN_ANSWER,
+                                                       what=f"the token answer of {host}")
+            except LimitExceeded as exc:
+                raise RegistryAuthError(f"the token server of {host} gave an answer larger than "
+                                        f"{MAX_TOKEN_ANSWER >> 10} KiB; refusing to read it", host=host) from exc
         finally:
             await resp.aclose()
         try:
-            answer = json.loads(raw_answer)
+            answer = untrusted_json.loads(raw_answer)
             token = answer.get("token") or answer.get("access_token")
             lifetime = float(answer.get("expires_in") or MIN_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError) as exc:
@@ -481,5 +489,6 @@ class RegistryAuth:
         if not isinstance(token, str) or not token:
             raise RegistryAuthError(f"the token server of {host} gave no token", host=host)
         lifetime = max(lifetime, MIN_TOKEN_LIFETIME)
+        redact.remember(token)
         self.tokens[key] = (token, time.monotonic() + lifetime - TOKEN_MARGIN)
         return token
