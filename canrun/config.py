@@ -36,8 +36,9 @@ from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
 from canrun.platform import DEFAULT_CONTAINERD_VERSION, DEFAULT_PLATFORMS, Platform, parse_containerd_version, \
     parse_platforms
-from canrun.registry.base import Descriptor
+from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.client import RegistryClient, RegistrySettings
+from canrun.registry.crane import CraneBackend
 from canrun.registry.reference import Reference
 from canrun.registry.ssrf import parse_networks
 from canrun.validator import Report, Validator
@@ -45,6 +46,7 @@ from canrun.validator import Report, Validator
 #: The doors: every one composes its settings with ``settings_for``.
 DOORS = ("check", "inspect", "audit", "serve")
 RUNTIMES = ("containerd", "cri-o", "docker")
+REGISTRY_BACKENDS = ("native", "crane")
 MODES = ("enforce", "warn", "audit", "off")
 #: Names of the checked-in settings file (``canrun.config_file`` reads and validates it).
 FILENAMES = (".canrun.yaml", ".canrun.yml")
@@ -189,6 +191,12 @@ class RegistryAccess:
                                                          "help": "registry timeout in seconds (default 30)"}))
     #: registry host -> mirror ``host[:port][/path-prefix]`` that is read instead.
     mirrors: Mapping[str, str] = setting(default_factory=dict, file="mirrors")
+    #: How registries are read: canrun's own client, or go-containerregistry's ``crane`` CLI.
+    backend: str = setting(
+        "native", file="registry_backend",
+        flag=Flag(("--registry-backend",), {"choices": REGISTRY_BACKENDS, "metavar": "NAME",
+                                             "help": "read registries with canrun's client (native, the default) "
+                                                     "or through the crane CLI (crane)"}))
     #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks``: a pod spec
     #: names the image, so the webhook must not be a way into the cluster's network.
     ssrf_guard: bool = setting(False, door_defaults={"serve": True})
@@ -211,6 +219,9 @@ class RegistryAccess:
 
     def __post_init__(self) -> None:
         _frozen_map(self, "mirrors")
+        if self.backend not in REGISTRY_BACKENDS:
+            raise UsageError(f"unknown registry backend {self.backend!r}: expected one of "
+                             f"{', '.join(REGISTRY_BACKENDS)}")
 
     def client_settings(self, *, extra_blocked: tuple[str, ...] = ()) -> RegistrySettings:
         """The registry client's settings; ``extra_blocked`` are ranges found at run time (the cluster's)."""
@@ -342,6 +353,8 @@ class FileConfig:
     rules: dict[str, Severity | None] = field(default_factory=dict)
     #: Globs of paths ``check`` does not read in the directories it walks.
     exclude: tuple[str, ...] = ()
+    #: ``registries.backend``: ``native`` or ``crane``.
+    registry_backend: str | None = None
 
 
 def _groups() -> list[tuple[str, type]]:
@@ -451,7 +464,13 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
     store: ImageStore | None = None
     try:
         mirrors = settings.registry.mirrors
-        backend = MirroredBackend(client, mirrors) if mirrors else client
+        inner: RegistryBackend = client
+        if settings.registry.backend == "crane":
+            if settings.registry.ssrf_guard:
+                raise UsageError("--registry-backend crane cannot apply the SSRF guard to the redirects and token "
+                                 "realms crane follows itself; the webhook reads registries with the native backend")
+            inner = CraneBackend(settings.registry.client_settings(extra_blocked=extra_blocked))
+        backend = MirroredBackend(inner, mirrors) if mirrors else inner
         cache = Cache(settings.cache.dir) if settings.cache.enabled else None
         store = ImageStore(backend, cache=cache, limits=settings.limits)
         yield Engine(settings, client, store,
@@ -472,7 +491,7 @@ class MirroredBackend:
     same digests, as a pull-through cache does.
     """
 
-    def __init__(self, inner: RegistryClient, mirrors: Mapping[str, str]) -> None:
+    def __init__(self, inner: RegistryBackend, mirrors: Mapping[str, str]) -> None:
         self.inner = inner
         self.mirrors = dict(mirrors)
 

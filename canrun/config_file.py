@@ -34,7 +34,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
-from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
+from canrun.config import FILENAMES, REGISTRY_BACKENDS, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.findings import RULES, Severity
 from canrun.platform import Platform, parse_containerd_version
@@ -75,6 +75,7 @@ class _Registries(BaseModel):
     ca_file: str | None = None
     docker_config: str | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
+    backend: Literal[REGISTRY_BACKENDS] | None = None  # type: ignore[valid-type]
 
 
 class _File(BaseModel):
@@ -208,7 +209,7 @@ def _convert(path: Path, model: _File) -> FileConfig:
         strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
         docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
-        exclude=tuple(model.exclude))
+        exclude=tuple(model.exclude), registry_backend=model.registries.backend)
 
 
 def _check_host(path: Path, key: str, host: str) -> None:

@@ -369,6 +369,17 @@ def parse_challenges(header: str) -> list[Challenge]:
     return out
 
 
+async def find_credential(registry: str, operator: Keychain | None) -> Credential | None:
+    """The request's keychain first (a pod's pull secrets), then the operator's; None: anonymous."""
+    for chain in (current_keychain(), operator):
+        if chain is None:
+            continue
+        cred = await asyncio.to_thread(chain.lookup, registry) if chain.needs_subprocess else chain.lookup(registry)
+        if cred is not None:
+            return cred
+    return None
+
+
 def pick_challenge(header: str) -> Challenge | None:
     """The challenge canrun answers from a ``WWW-Authenticate`` value: Bearer if offered, else Basic, else None."""
     usable = [c for c in parse_challenges(header) if c.scheme in ("bearer", "basic")]
@@ -398,15 +409,7 @@ class RegistryAuth:
                                                            if k in ("realm", "service")})
 
     async def credential(self, registry: str) -> Credential | None:
-        """The request's keychain first (a pod's pull secrets), then the operator's; None: anonymous."""
-        for chain in (current_keychain(), self.keychain):
-            if chain is None:
-                continue
-            cred = await asyncio.to_thread(chain.lookup, registry) if chain.needs_subprocess \
-                else chain.lookup(registry)
-            if cred is not None:
-                return cred
-        return None
+        return await find_credential(registry, self.keychain)
 
     async def authorization(self, host: str, scheme: str, registry: str, repository: str,
                             challenge: Challenge | None, scope: str, *, force: bool) -> str | None:
