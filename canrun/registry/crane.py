@@ -38,8 +38,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from canrun import untrusted_json
-from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, LimitExceeded, RegistryAuthError,
-                           RegistryHTTPError, RegistryUnreachable, UsageError)
+from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, LimitExceeded, RangeUnsupported,
+                           RegistryAuthError, RegistryHTTPError, RegistryUnreachable, UsageError)
 from canrun.registry.auth import Credential, Keychain, default_docker_config, find_credential
 from canrun.registry.base import Descriptor
 from canrun.registry.client import MAX_MANIFEST_BYTES
@@ -159,6 +159,11 @@ class CraneBackend:
                 yield chunks
             finally:
                 await chunks.aclose()
+
+    async def read_range(self, ref: Reference, digest: str, start: int, length: int, *,
+                         size: int | None = None) -> bytes:
+        """crane has no ranged read: lazy layer formats fall back to the whole stream."""
+        raise RangeUnsupported(f"{ref}: the crane backend reads blobs whole", host=ref.registry)
 
     # -- subprocesses ---------------------------------------------------------------------------
 
