@@ -41,6 +41,7 @@ from canrun.credential_provider import CredentialBackend, load_provider_config
 from canrun.hosts_dir import HostsBackend, load_hosts_dir
 from canrun.registry.base import Descriptor, RegistryBackend
 from canrun.registry.client import RegistryClient, RegistrySettings
+from canrun.registry.crane import CraneBackend
 from canrun.registry.reference import Reference
 from canrun.registry.ssrf import parse_networks
 from canrun.validator import Validator
@@ -48,6 +49,7 @@ from canrun.validator import Validator
 #: The doors: every one composes its settings with ``settings_for``.
 DOORS = ("check", "inspect", "audit", "serve")
 RUNTIMES = ("containerd", "cri-o", "docker")
+REGISTRY_BACKENDS = ("native", "crane")
 MODES = ("enforce", "warn", "audit", "off")
 #: Names of the checked-in settings file (``canrun.config_file`` reads and validates it).
 FILENAMES = (".canrun.yaml", ".canrun.yml")
@@ -211,6 +213,12 @@ class RegistryAccess:
         None, file="credential_provider_bin_dir",
         flag=Flag(("--image-credential-provider-bin-dir",), {
             "type": Path, "metavar": "DIR", "help": "directory of the credential provider plugins"}))
+    #: How registries are read: canrun's own client, or go-containerregistry's ``crane`` CLI.
+    backend: str = setting(
+        "native", file="registry_backend",
+        flag=Flag(("--registry-backend",), {"choices": REGISTRY_BACKENDS, "metavar": "NAME",
+                                             "help": "read registries with canrun's client (native, the default) "
+                                                     "or through the crane CLI (crane)"}))
     #: Refuse registry hosts resolving to loopback/link-local/metadata or ``blocked_networks``: a pod spec
     #: names the image, so the webhook must not be a way into the cluster's network.
     ssrf_guard: bool = setting(False, door_defaults={"serve": True})
@@ -233,6 +241,9 @@ class RegistryAccess:
 
     def __post_init__(self) -> None:
         _frozen_map(self, "mirrors")
+        if self.backend not in REGISTRY_BACKENDS:
+            raise UsageError(f"unknown registry backend {self.backend!r}: expected one of "
+                             f"{', '.join(REGISTRY_BACKENDS)}")
 
     def client_settings(self, *, extra_blocked: tuple[str, ...] = ()) -> RegistrySettings:
         """The registry client's settings; ``extra_blocked`` are ranges found at run time (the cluster's)."""
@@ -369,6 +380,8 @@ class FileConfig:
     exclude: tuple[str, ...] = ()
     #: The central exemption list.
     exceptions: tuple[Exemption, ...] = ()
+    #: ``registries.backend``: ``native`` or ``crane``.
+    registry_backend: str | None = None
 
 
 def _groups() -> list[tuple[str, type]]:
@@ -481,8 +494,15 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
         access = replace(access, insecure=tuple(dict.fromkeys((*access.insecure, *hosts.insecure_hosts))),
                          ca_file=bundle or access.ca_file)
     client = RegistryClient(access.client_settings(extra_blocked=extra_blocked))
+    store: ImageStore | None = None
     try:
-        backend: RegistryBackend = HostsBackend(client, hosts) if hosts is not None else client
+        inner: RegistryBackend = client
+        if access.backend == "crane":
+            if access.ssrf_guard:
+                raise UsageError("--registry-backend crane cannot apply the SSRF guard to the redirects and token "
+                                 "realms crane follows itself; the webhook reads registries with the native backend")
+            inner = CraneBackend(access.client_settings(extra_blocked=extra_blocked))
+        backend: RegistryBackend = HostsBackend(inner, hosts) if hosts is not None else inner
         if access.credential_provider_config is not None:
             providers = load_provider_config(access.credential_provider_config, access.credential_provider_bin_dir)
             backend = CredentialBackend(backend, providers)
@@ -495,6 +515,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
                                containerd_version=settings.nodes.containerd_version,
                                rules=settings.policy.rules, exemptions=settings.policy.exceptions))
     finally:
+        if store is not None:
+            await store.aclose()  # reads still running end before the client they use is closed
         await client.aclose()
         if bundle is not None:
             bundle.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 
-from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
+from canrun.config import FILENAMES, REGISTRY_BACKENDS, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.exemptions import ALL, Exemption
 from canrun.findings import RULES, Severity
@@ -86,6 +86,7 @@ class _Registries(BaseModel):
     credential_provider_config: str | None = None
     credential_provider_bin_dir: str | None = None
     mirrors: dict[str, str] = Field(default_factory=dict)
+    backend: Literal[REGISTRY_BACKENDS] | None = None  # type: ignore[valid-type]
 
 
 class _Exception(BaseModel):
@@ -256,7 +257,7 @@ def _convert(path: Path, model: _File) -> FileConfig:
         hosts_dir=relative(model.registries.hosts_dir),
         credential_provider_config=relative(model.registries.credential_provider_config),
         credential_provider_bin_dir=relative(model.registries.credential_provider_bin_dir), mirrors=mirrors, rules=rules,
-        exclude=tuple(model.exclude), exceptions=tuple(exceptions))
+        exclude=tuple(model.exclude), exceptions=tuple(exceptions), registry_backend=model.registries.backend)
 
 
 def _rule_hint(rule_id: str) -> str:

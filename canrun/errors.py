@@ -29,16 +29,22 @@ findings without a table of its own.
 
 from __future__ import annotations
 
+from canrun.redact import redact
+
 #: The logger that carries the traceback of an internal error (a bug of ours) that an edge survived: shown by
 #: the CLI with ``-v`` and by the webhook at ``--log-level debug``, never otherwise.
 INTERNAL_LOG = "canrun.internal"
 
 
 class CanrunError(Exception):
-    """Base of every error canrun raises on purpose; ``str()`` is the user message."""
+    """Base of every error canrun raises on purpose; ``str()`` is the user message, with every secret
+    canrun holds taken out (``canrun.redact``: registries echo what they were sent)."""
 
     #: The rule a failure to read an image under this error is reported as.
     rule: str = "image-unresolvable"
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class UsageError(CanrunError):

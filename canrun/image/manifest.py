@@ -18,10 +18,10 @@ manifests may omit ``mediaType`` and a cached tag lookup may not know it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from canrun import untrusted_json
 from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.platform import Platform
 from canrun.registry.base import Descriptor
@@ -171,7 +171,7 @@ def parse_manifest(descriptor: Descriptor, body: bytes) -> ImageIndex | ImageMan
     """Parse a manifest or index body fetched for ``descriptor`` (already digest-verified)."""
     where = descriptor.digest or "manifest"
     try:
-        doc = json.loads(body)
+        doc = untrusted_json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImageCorrupt(f"manifest {where} is not valid JSON") from exc
     if not isinstance(doc, dict):

@@ -15,21 +15,28 @@ The store is where the registry, the layer indexer and the caches meet:
 * concurrent requests for the same digest share one in-flight task
   (single-flight), which is what lets the webhook answer a burst of identical
   admissions with one registry round trip;
-* the layers of one image are fetched and indexed concurrently, bounded by a
-  semaphore so a 40-layer image does not open 40 connections.
+* the layers of one image are fetched and indexed concurrently, bounded by
+  slots per registry so a 40-layer image does not open 40 connections and a
+  slow registry holds only its own slots, never another registry's;
+* every image read has a total deadline (``image_deadline``, tightened for a
+  block of work with ``read_deadline``): reading past it is cancelled, slot
+  and connection released, and work nobody waits for any more (one layer
+  failed, so its siblings are of no use to this image) is cancelled and awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextvars
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from canrun import untrusted_json
 from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.image.cache import Cache
 from canrun.image.fs import MergedFS
@@ -51,6 +58,19 @@ MAX_INDEX_DEPTH = 4
 
 #: Seconds a request identity's access to a repository stays confirmed (see ImageStore._confirm_access).
 ACCESS_TTL = 60.0
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("canrun_read_deadline", default=None)
+
+
+@contextmanager
+def read_deadline(seconds: float) -> Iterator[None]:
+    """Within the block (and tasks started in it), images are read within ``seconds`` (or the store's own
+    ``image_deadline`` if that is shorter): the webhook ties it to its budget."""
+    token = _deadline.set(seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def default_layer_concurrency() -> int:
@@ -121,11 +141,24 @@ class Selection:
     config_platform: Platform | None = None
 
 
+async def _cancel_and_wait(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they ended, their errors retrieved (no "exception never retrieved")."""
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
+
+
 class _SingleFlight:
-    """Share one in-flight coroutine per key between concurrent callers."""
+    """Share one in-flight coroutine per key between concurrent callers; cancel it once nobody waits."""
 
     def __init__(self) -> None:
         self._tasks: dict[Any, asyncio.Task[Any]] = {}
+        self._waiting: dict[asyncio.Task[Any], int] = {}
 
     async def run(self, key: Any, make: Callable[[], Awaitable[T]]) -> T:
         task = self._tasks.get(key)
@@ -133,20 +166,36 @@ class _SingleFlight:
             task = asyncio.ensure_future(make())
             self._tasks[key] = task
             task.add_done_callback(lambda _t, k=key: self._tasks.pop(k, None))
-        # shield: one caller giving up (a webhook deadline) must not cancel the shared work
-        return await asyncio.shield(task)
+        self._waiting[task] = self._waiting.get(task, 0) + 1
+        try:
+            # shield: one caller giving up must not cancel the work others still wait for
+            return await asyncio.shield(task)
+        finally:
+            left = self._waiting[task] = self._waiting[task] - 1
+            if left == 0:
+                del self._waiting[task]
+                if not task.done():  # the last waiter left (cancelled): nobody will use the result
+                    await _cancel_and_wait([task])
+
+    async def aclose(self) -> None:
+        await _cancel_and_wait(list(self._tasks.values()))
 
 
 class ImageStore:
     """Resolve references and build image views through the registry backend and the caches."""
 
     def __init__(self, backend: RegistryBackend, *, cache: Cache | None = None, limits: Limits | None = None,
-                 layer_concurrency: int | None = None, memory_views: int = 64) -> None:
+                 layer_concurrency: int | None = None, memory_views: int = 64,
+                 image_deadline: float | None = None) -> None:
         self.backend = backend
         self.cache = cache
         self.limits = limits or Limits()
+        #: Seconds to read one image in (resolve, manifests, config, layers); ``read_deadline`` may tighten it.
+        self.image_deadline = image_deadline if image_deadline is not None else self.limits.max_seconds
         self._flight = _SingleFlight()
-        self._layer_slots = asyncio.Semaphore(layer_concurrency or default_layer_concurrency())
+        self._concurrency = layer_concurrency or default_layer_concurrency()
+        #: layer slots per registry host: a registry that drips holds only its own
+        self._layer_slots: dict[str, asyncio.Semaphore] = {}
         self._views: OrderedDict[str, ImageView] = OrderedDict()
         self._memory_views = memory_views
         self._layers: OrderedDict[str, LayerIndex] = OrderedDict()
@@ -157,9 +206,28 @@ class ImageStore:
 
     # -- references ---------------------------------------------------------------------------
 
+    async def aclose(self) -> None:
+        """Cancel and await every read still in flight (before the backend they use is closed)."""
+        await self._flight.aclose()
+
+    def _seconds(self) -> float:
+        override = _deadline.get()
+        return self.image_deadline if override is None else min(override, self.image_deadline)
+
+    async def _within_deadline(self, ref: Reference, work: Callable[[], Awaitable[T]]) -> T:
+        seconds = self._seconds()
+        try:
+            async with asyncio.timeout(seconds):
+                return await work()
+        except TimeoutError as exc:
+            raise LimitExceeded(f"{ref}: not read within {seconds:g}s (the deadline for reading one image)") \
+                from exc
+
     async def resolve(self, ref: Reference) -> ResolvedImage:
-        await self._confirm_access(ref)
-        return await self._flight.run(("resolve", str(ref)), lambda: self._resolve(ref))
+        async def work() -> ResolvedImage:
+            await self._confirm_access(ref)
+            return await self._flight.run(("resolve", str(ref)), lambda: self._resolve(ref))
+        return await self._within_deadline(ref, work)
 
     async def _confirm_access(self, ref: Reference) -> None:
         """Under a request keychain (the webhook's per-pod pull secrets), prove this identity may read the repository.
@@ -285,7 +353,8 @@ class ImageStore:
         if cached is not None:
             self._views.move_to_end(digest)
             return cached
-        view = await self._flight.run(("view", digest), lambda: self._build_view(selection))
+        view = await self._within_deadline(selection.resolved.reference, lambda: self._flight.run(
+            ("view", digest), lambda: self._build_view(selection)))
         self._views[digest] = view
         while len(self._views) > self._memory_views:
             self._views.popitem(last=False)
@@ -320,7 +389,12 @@ class ImageStore:
                 self.cache.discard_view(descriptor.digest)
         # Biggest first: with more layers than slots, the layer that takes longest starts at once.
         order = sorted(range(len(manifest.layers)), key=lambda i: -manifest.layers[i].size)
-        fetched = await asyncio.gather(*(self._layer(ref, manifest.layers[i]) for i in order))
+        tasks = [asyncio.ensure_future(self._layer(ref, manifest.layers[i])) for i in order]
+        try:
+            fetched = await asyncio.gather(*tasks)
+        except BaseException:
+            await _cancel_and_wait(tasks)  # one layer failed: the others are no use to this image
+            raise
         layers = [index for _, index in sorted(zip(order, fetched))]
         view = ImageView(ref, descriptor.digest, index_digest, config, layers, layer_digests)
         if self.cache is not None:
@@ -360,7 +434,8 @@ class ImageStore:
                 self.stats["layers_cached"] += 1
                 return cached
         compression = layer_compression(descriptor.media_type)
-        async with self._layer_slots:
+        slots = self._layer_slots.setdefault(ref.registry, asyncio.Semaphore(self._concurrency))
+        async with slots:
             # zstd:chunked / eStargz: the table of contents and a few verified chunks, or None -> the stream.
             index = await lazy_index(self.backend, ref, descriptor, self.limits) if is_lazy(descriptor) else None
             if index is not None:
@@ -384,7 +459,7 @@ def _config_doc(ref: Reference, descriptor: Descriptor, body: bytes) -> dict[str
         raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is {len(body)} bytes but "
                            f"the manifest gives its size as {descriptor.size}")
     try:
-        doc = json.loads(body)
+        doc = untrusted_json.loads(body)
     except ValueError as exc:
         raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is not valid JSON") from exc
     if not isinstance(doc, dict):

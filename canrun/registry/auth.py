@@ -38,7 +38,6 @@ import base64
 import binascii
 import contextvars
 import hashlib
-import json
 import logging
 import os
 import re
@@ -53,7 +52,8 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from canrun.errors import RegistryAuthError, RegistryHTTPError, UsageError
+from canrun import redact, untrusted_json
+from canrun.errors import LimitExceeded, RegistryAuthError, RegistryHTTPError, UsageError
 from canrun.registry.ssrf import is_loopback_host
 
 if TYPE_CHECKING:  # the engine imports this module for use_keychain: it must not pull in httpx
@@ -85,6 +85,10 @@ class Credential:
         return f"Credential(username={self.username!r}, {kind}=<redacted>)"
 
     __str__ = __repr__
+
+    def __post_init__(self) -> None:
+        raw = f"{self.username}:{self.password}".encode()
+        redact.remember(self.password, self.identity_token, base64.b64encode(raw).decode() if self.password else None)
 
     @property
     def fingerprint(self) -> str:
@@ -161,13 +165,13 @@ class Keychain:
             except OSError as exc:
                 raise UsageError(f"cannot read docker config {path}: {exc.strerror or exc}") from exc
             try:
-                data = json.loads(raw)
+                data = untrusted_json.loads(raw)
             except ValueError as exc:
                 raise UsageError(f"docker config {path} is not valid JSON: {exc}") from exc
             allow = True if helpers is None else helpers
         elif isinstance(source, bytes):
             try:
-                data = json.loads(source)
+                data = untrusted_json.loads(source)
             except ValueError as exc:
                 raise UsageError(f"docker config is not valid JSON: {exc}") from exc
             allow = bool(helpers)
@@ -266,7 +270,7 @@ def run_helper(name: str, host: str, *, timeout: float = HELPER_TIMEOUT) -> Cred
         log.debug("credential helper %s found no credentials for %s (exit %d)", program, host, proc.returncode)
         return None
     try:
-        answer = json.loads(proc.stdout)
+        answer = untrusted_json.loads(proc.stdout)
         username, secret = str(answer.get("Username") or ""), str(answer.get("Secret") or "")
     except (ValueError, AttributeError):
         log.debug("credential helper %s gave an unreadable answer for %s", program, host)
@@ -365,6 +369,17 @@ def parse_challenges(header: str) -> list[Challenge]:
     return out
 
 
+async def find_credential(registry: str, operator: Keychain | None) -> Credential | None:
+    """The request's keychain first (a pod's pull secrets), then the operator's; None: anonymous."""
+    for chain in (current_keychain(), operator):
+        if chain is None:
+            continue
+        cred = await asyncio.to_thread(chain.lookup, registry) if chain.needs_subprocess else chain.lookup(registry)
+        if cred is not None:
+            return cred
+    return None
+
+
 def pick_challenge(header: str) -> Challenge | None:
     """The challenge canrun answers from a ``WWW-Authenticate`` value: Bearer if offered, else Basic, else None."""
     usable = [c for c in parse_challenges(header) if c.scheme in ("bearer", "basic")]
@@ -394,15 +409,7 @@ class RegistryAuth:
                                                            if k in ("realm", "service")})
 
     async def credential(self, registry: str) -> Credential | None:
-        """The request's keychain first (a pod's pull secrets), then the operator's; None: anonymous."""
-        for chain in (current_keychain(), self.keychain):
-            if chain is None:
-                continue
-            cred = await asyncio.to_thread(chain.lookup, registry) if chain.needs_subprocess \
-                else chain.lookup(registry)
-            if cred is not None:
-                return cred
-        return None
+        return await find_credential(registry, self.keychain)
 
     async def authorization(self, host: str, scheme: str, registry: str, repository: str,
                             challenge: Challenge | None, scope: str, *, force: bool) -> str | None:
@@ -468,12 +475,16 @@ class RegistryAuth:
             if resp.status_code != 200:
                 raise RegistryHTTPError(f"the token server of {host} answered {resp.status_code}",
                                         host=host, status=resp.status_code)
-            raw_answer = await self.transport.read(resp, limit=MAX_TOKEN_ANSWER,
-                                                   what=f"the token answer of {host}")
+            try:
+                raw_answer = await self.transport.read(resp, limit=MAX_TOKEN_ANSWER,
+                                                       what=f"the token answer of {host}")
+            except LimitExceeded as exc:
+                raise RegistryAuthError(f"the token server of {host} gave an answer larger than "
+                                        f"{MAX_TOKEN_ANSWER >> 10} KiB; refusing to read it", host=host) from exc
         finally:
             await resp.aclose()
         try:
-            answer = json.loads(raw_answer)
+            answer = untrusted_json.loads(raw_answer)
             token = answer.get("token") or answer.get("access_token")
             lifetime = float(answer.get("expires_in") or MIN_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError) as exc:
@@ -481,5 +492,6 @@ class RegistryAuth:
         if not isinstance(token, str) or not token:
             raise RegistryAuthError(f"the token server of {host} gave no token", host=host)
         lifetime = max(lifetime, MIN_TOKEN_LIFETIME)
+        redact.remember(token)
         self.tokens[key] = (token, time.monotonic() + lifetime - TOKEN_MARGIN)
         return token

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,8 +31,10 @@ from typing import Any
 
 import httpx
 
+from canrun import untrusted_json
 from canrun.errors import (ImageCorrupt, ImageNotFound, InvalidReference, RangeUnsupported, RegistryAuthError,
-                           RegistryError, RegistryHTTPError, UnsupportedManifest, UsageError)
+                           RegistryError, RegistryHTTPError, RegistryUnreachable, UnsupportedManifest, UsageError)
+from canrun.redact import redact
 from canrun.registry.auth import Keychain, RegistryAuth, default_docker_config, pick_challenge
 from canrun.registry.base import Descriptor
 from canrun.registry.hosts import HostTable
@@ -40,7 +42,7 @@ from canrun.registry.mediatypes import ACCEPT, SCHEMA1_TYPES
 from canrun.registry.reference import Reference, validate_digest
 from canrun.registry.settings import RegistrySettings, RegistryStats
 from canrun.registry.ssrf import is_loopback_host
-from canrun.registry.transport import Transport
+from canrun.registry.transport import Transport, hostport, origin
 
 log = logging.getLogger("canrun.registry")
 
@@ -49,6 +51,8 @@ MAX_MANIFEST_BYTES = 4 << 20  # containerd's limit too
 MAX_ERROR_BODY = 16 << 10
 #: Bytes a layer stream is handed on in (network reads are up to SOCKET_READ_BYTES; see _verified_chunks).
 STREAM_PIECE = 1 << 20
+#: Slowest layer transfer canrun waits for (bytes/s, on average from the start, after one ``timeout``).
+MIN_TRANSFER_RATE = 256 << 10
 _HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
@@ -271,6 +275,10 @@ class RegistryClient:
         """
         hasher = _hasher(digest)
         total = 0
+        # a transfer slower than MIN_TRANSFER_RATE (after one timeout of grace) cannot finish in any useful
+        # time: it is cut off instead of holding a layer slot for as long as a drip takes
+        budget = self.settings.timeout + size / MIN_TRANSFER_RATE if size is not None and size >= 0 else None
+        started = time.monotonic()
         hashing: asyncio.Future[None] | None = None
         parts: list[bytes] = []
         buffered = 0
@@ -287,6 +295,13 @@ class RegistryClient:
 
         async for chunk in self.transport.chunks(resp, str(ref)):
             total += len(chunk)
+            if budget is not None and time.monotonic() - started > budget:
+                host = ref.api_host
+                self.stats.record(host, "slow")
+                raise RegistryUnreachable(
+                    f"{ref}: blob {digest} arrives too slowly ({total} of {size} bytes in "
+                    f"{time.monotonic() - started:.0f}s; canrun needs {MIN_TRANSFER_RATE >> 10} KiB/s after the first "
+                    f"{self.settings.timeout:g}s)", host=host)
             if size is not None and size >= 0 and total > size:
                 raise ImageCorrupt(f"{ref}: blob {digest} is longer than the {size} bytes its descriptor says")
             parts.append(chunk)
@@ -324,6 +339,10 @@ class RegistryClient:
                 if learnt is not None and resp.status_code != 401:
                     self.auth.learn(host.name, learnt)
                 return resp
+            if origin(resp.request.url) != origin(host.url(path)):
+                # a host we were redirected to wants credentials: ours belong to the registry, not to it,
+                # and neither does the realm it names
+                return resp
             learnt = pick_challenge(resp.headers.get("www-authenticate", ""))
             if learnt is None:
                 return resp
@@ -349,11 +368,16 @@ class RegistryClient:
         code = ""
         if resp.request.method != "HEAD":
             try:
-                errors = json.loads(await self.transport.read_prefix(resp, MAX_ERROR_BODY)).get("errors") or []
-                code = str(errors[0].get("code") or "")[:60] if errors else ""
+                errors = untrusted_json.loads(await self.transport.read_prefix(resp, MAX_ERROR_BODY)).get("errors") or []
+                code = redact(str(errors[0].get("code") or ""))[:60] if errors else ""  # cut after redacting
             except (ValueError, AttributeError, TypeError, IndexError):
                 code = ""
         detail = f" {code}" if code else ""
+        answered = hostport(resp.request.url)
+        if status in (401, 403) and answered.lower() != host.lower():
+            raise RegistryAuthError(f"{answered}, where {host} redirected the request for {what}, refused it "
+                                    f"({status}); canrun sends {host}'s credentials only to {host}", host=host,
+                                    status=status)
         if status in (401, 403):
             cred = await self.auth.credential(ref.registry)
             who = "with the configured credentials" if cred else "anonymously (no credentials found)"

@@ -260,15 +260,23 @@ class Transport:
             raise failure.error(message, host=host) from exc
 
     async def read(self, resp: httpx.Response, *, limit: int, what: str) -> bytes:
-        """A whole body of at most ``limit`` bytes: LimitExceeded past it, before more than that is held."""
+        """A whole small body: LimitExceeded past ``limit`` bytes (before more is held), and the whole of it
+        within one ``timeout`` (a registry dripping a byte a second never trips a per-read timeout)."""
         declared = resp.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise LimitExceeded(f"{what} is {declared} bytes, above the limit of {limit}")
         body = bytearray()
-        async for chunk in self.chunks(resp, what):
-            body += chunk
-            if len(body) > limit:
-                raise LimitExceeded(f"{what} is larger than the limit of {limit} bytes")
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                async for chunk in self.chunks(resp, what):
+                    body += chunk
+                    if len(body) > limit:
+                        raise LimitExceeded(f"{what} is larger than the limit of {limit} bytes")
+        except TimeoutError as exc:
+            host = hostport(resp.request.url)
+            self.stats.record(host, "timeout")
+            raise RegistryUnreachable(f"{what}: {len(body)} bytes arrived in {self.settings.timeout:g}s from {host}, "
+                                      f"too slowly for a document of at most {limit} bytes", host=host) from exc
         return bytes(body)
 
     async def read_prefix(self, resp: httpx.Response, limit: int) -> bytes:

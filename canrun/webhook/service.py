@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from canrun.config import MODES, WebhookSettings
 from canrun.errors import CanrunError, ManifestError
+from canrun.image.store import read_deadline
 from canrun.kube.admission import (
     BadAdmissionReview,
     Decision,
@@ -63,6 +64,8 @@ from canrun.webhook.verdicts import Key, Verdicts
 from canrun.webhook.warmup import PoolSource, WarmUp
 
 MODE_LABEL = "canrun.io/mode"
+#: Seconds an admission's images may be read for, per second of the answer deadline (5 s: one minute).
+READ_BUDGET_PER_DEADLINE = 12
 log = logging.getLogger("canrun.webhook")
 decisions_log = logging.getLogger("canrun.webhook.admission")
 
@@ -331,7 +334,9 @@ class AdmissionService:
 
     async def _validate(self, workload: Workload, pool: NodePool, namespace: str) -> Report:
         keychain = await self._keychain(namespace, workload.pod)
-        with use_keychain(keychain):
+        # the answer waits `deadline`; the read goes on to warm the cache, but only for a bounded budget, so a
+        # dripping registry cannot hold layer slots and connections for the store's whole image deadline
+        with use_keychain(keychain), read_deadline(self.settings.deadline * READ_BUDGET_PER_DEADLINE):
             return await self.validator.check([workload], pool)
 
     async def _keychain(self, namespace: str, pod: PodSpec) -> Keychain | None:
