@@ -385,6 +385,42 @@ def test_every_shipped_workload_runs_the_command_it_means(overlay: Path) -> None
     assert seen, f"no canrun workload in {overlay}"
 
 
+#: The disk cache is pruned at most every PRUNE_INTERVAL: between prunes it may grow past its bound, so the
+#: bound leaves a quarter of the volume free; and it should use at least half of the volume it is given.
+CACHE_SHARE = (0.5, 0.75)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("overlay", [MANIFESTS / "base", *OVERLAYS], ids=lambda p: p.name)
+def test_the_cache_bound_fits_its_volume(overlay: Path) -> None:
+    """--cache-max-bytes, as the canrun in the pod will read it, against the sizeLimit of the volume mounted at
+    its --cache-dir: over the sizeLimit the kubelet evicts the pod."""
+    from canrun.cli import _settings, build_parser
+    from canrun.config import parse_size
+
+    config = image_config()
+    seen = 0
+    for obj in render(overlay):
+        workload = workload_from_object(obj)
+        for container, argv in effective_argv(obj, config):
+            args = build_parser().parse_args(list(argv[1:]))
+            assert args.cache_dir is not None, f"{obj['metadata']['name']}: no --cache-dir"
+            pod = obj["spec"]["template"]["spec"] if obj["kind"] != "CronJob" else \
+                obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            [c] = [c for c in pod["containers"] if c["name"] == container]
+            [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(args.cache_dir)]
+            [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            limit = parse_size(volume["emptyDir"]["sizeLimit"])
+            bound = _settings(args)[0].cache().store.max_bytes  # what the cache in the pod holds itself to
+            assert bound == args.cache_max_bytes
+            low, high = CACHE_SHARE
+            assert low * limit <= bound <= high * limit, \
+                f"{obj['metadata']['name']}: cache bound {bound} for a {limit}-byte volume"
+            seen += 1
+        del workload
+    assert seen
+
+
 def test_args_alone_under_the_serve_entrypoint_would_run_serve() -> None:
     """The failure the audit CronJob had: args [audit, ...] under ENTRYPOINT [canrun, serve]."""
     cronjob = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "canrun-audit"},
