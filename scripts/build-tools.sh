@@ -119,7 +119,7 @@ step_apt() {
 # On 2 cores with a cold build cache the compile takes about 5 minutes and 1.5 GB of cache; the build tree
 # is removed afterwards, only the binary is kept.
 step_apiserver() {
-  local out=$BIN/kube-apiserver logf=$CACHE/logs/apiserver.log
+  local out=$BIN/kube-apiserver logf=$CACHE/logs/kube-apiserver.log
   if [ -x "$out" ] && "$out" --version 2>/dev/null | grep -qx "Kubernetes $APISERVER_VERSION"; then
     ok kube-apiserver "$out (cached)"; return 0
   fi
