@@ -395,8 +395,9 @@ CACHE_SHARE = (0.5, 0.75)
 def test_the_cache_bound_fits_its_volume(overlay: Path) -> None:
     """--cache-max-bytes, as the canrun in the pod will read it, against the sizeLimit of the volume mounted at
     its --cache-dir: over the sizeLimit the kubelet evicts the pod."""
-    from canrun.cli import _settings, build_parser
+    from canrun.cli import build_parser
     from canrun.config import parse_size
+    from canrun.settings import settings_for
 
     config = image_config()
     seen = 0
@@ -404,15 +405,16 @@ def test_the_cache_bound_fits_its_volume(overlay: Path) -> None:
         workload = workload_from_object(obj)
         for container, argv in effective_argv(obj, config):
             args = build_parser().parse_args(list(argv[1:]))
-            assert args.cache_dir is not None, f"{obj['metadata']['name']}: no --cache-dir"
+            cache_dir = getattr(args, "cache.dir")
+            assert cache_dir is not None, f"{obj['metadata']['name']}: no --cache-dir"
             pod = obj["spec"]["template"]["spec"] if obj["kind"] != "CronJob" else \
                 obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
             [c] = [c for c in pod["containers"] if c["name"] == container]
-            [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(args.cache_dir)]
+            [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(cache_dir)]
             [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
             limit = parse_size(volume["emptyDir"]["sizeLimit"])
-            bound = _settings(args)[0].cache().store.max_bytes  # what the cache in the pod holds itself to
-            assert bound == args.cache_max_bytes
+            door = str(args.command)
+            bound = settings_for(door, args).cache.max_bytes  # what the cache in the pod holds itself to
             low, high = CACHE_SHARE
             assert low * limit <= bound <= high * limit, \
                 f"{obj['metadata']['name']}: cache bound {bound} for a {limit}-byte volume"
