@@ -32,7 +32,7 @@ from typing import Any
 from canrun.errors import UsageError
 from canrun.exemptions import Exemption
 from canrun.findings import Severity
-from canrun.image.cache import Cache, default_root
+from canrun.image.cache import DEFAULT_MAX_BYTES, Cache, default_root
 from canrun.image.layout import OVERLAYFS, SNAPSHOTTERS
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
@@ -111,6 +111,23 @@ def _frozen_map(obj: object, *names: str) -> None:
 
 def _platforms(raw: list[str]) -> tuple[Platform, ...]:
     return tuple(parse_platforms(raw))
+
+
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``805306368``, ``768Mi``, ``1.5Gi``, ``500M``: bytes, as Kubernetes writes quantities (``sizeLimit``)."""
+    value = str(text).strip()
+    number = value.rstrip("KMGkmgi")
+    unit = value[len(number):].lower()
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _SIZE_UNITS or amount <= 0:
+        raise UsageError(f"not a size: {text!r} (bytes, or a number with K, M, G, Ki, Mi or Gi)")
+    return int(amount * _SIZE_UNITS[unit])
 
 
 def _networks(raw: list[str]) -> tuple[str, ...]:
@@ -284,6 +301,14 @@ class CacheSettings:
     enabled: bool = setting(
         True, flag=Flag(("--no-cache",), {"action": "store_const", "const": False,
                                           "help": "do not read or write the on-disk cache"}))
+    #: Bound of the directory: pruned (least recently used first) to 80% of it when over. In a pod, size it from
+    #: the cache volume -- the manifests give it 3/4 of the emptyDir's sizeLimit -- or the kubelet evicts the pod.
+    max_bytes: int = setting(
+        DEFAULT_MAX_BYTES, parse=parse_size,
+        flag=Flag(("--cache-max-bytes",), {"metavar": "SIZE",
+                                           "help": "bound of the on-disk cache, e.g. 768Mi (default 2Gi); pruned "
+                                                   "to 80%% when over. In a pod, keep it below the cache "
+                                                   "volume's sizeLimit"}))
 
 
 @dataclass(frozen=True)
@@ -521,7 +546,7 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
             backend = CredentialBackend(backend, providers)
         mirrors = settings.registry.mirrors
         backend = MirroredBackend(backend, mirrors) if mirrors else backend
-        cache = Cache(settings.cache.dir) if settings.cache.enabled else None
+        cache = Cache(settings.cache.dir, max_bytes=settings.cache.max_bytes) if settings.cache.enabled else None
         store = ImageStore(backend, cache=cache, limits=settings.limits, snapshotter=settings.nodes.snapshotter)
         yield Engine(settings, client, store,
                      Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,

@@ -119,7 +119,7 @@ step_apt() {
 # On 2 cores with a cold build cache the compile takes about 5 minutes and 1.5 GB of cache; the build tree
 # is removed afterwards, only the binary is kept.
 step_apiserver() {
-  local out=$BIN/kube-apiserver logf=$CACHE/logs/apiserver.log
+  local out=$BIN/kube-apiserver logf=$CACHE/logs/kube-apiserver.log
   if [ -x "$out" ] && "$out" --version 2>/dev/null | grep -qx "Kubernetes $APISERVER_VERSION"; then
     ok kube-apiserver "$out (cached)"; return 0
   fi
@@ -128,22 +128,27 @@ step_apiserver() {
   fi
   log "building kube-apiserver $APISERVER_VERSION from Debian's kubernetes source (about 6 minutes on 2 cores)"
   local started=$SECONDS
-  if ( build_apiserver ) >"$logf" 2>&1; then
+  # The compile cache outlives a failed or interrupted run (the next one resumes where it stopped); the source
+  # tree is this run's own, so nothing another run is using is ever removed.
+  local W
+  W=$(mktemp -d "$CACHE/build/apiserver.XXXXXX")
+  if ( build_apiserver "$W" ) >"$logf" 2>&1; then
     ok kube-apiserver "$out (built in $((SECONDS - started)) s)"
-    rm -rf "$CACHE/build/apiserver"
+    rm -rf "$W" "$CACHE/build/apiserver-gocache"
   else
+    rm -rf "$W"
     skip kube-apiserver "the kube-apiserver build failed (last line: $(tail -n1 "$logf"))"
   fi
 }
 
 build_apiserver() {
   set -euo pipefail
-  local W=$CACHE/build/apiserver
-  rm -rf "$W" && mkdir -p "$W" && cd "$W"
+  local W=$1
+  cd "$W"
   apt-get source -qq "kubernetes=$APISERVER_SRC_VERSION"
   local SRC
   SRC=$(find "$W" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)
-  export GOPATH=$W/gopath GOCACHE=$W/gocache CGO_ENABLED=0 GO111MODULE=off GOPROXY=off GOTOOLCHAIN=local GOFLAGS=
+  export GOPATH=$W/gopath GOCACHE=$CACHE/build/apiserver-gocache CGO_ENABLED=0 GO111MODULE=off GOPROXY=off GOTOOLCHAIN=local GOFLAGS=
   mkdir -p "$GOPATH/src/k8s.io" "$GOPATH/bin"
   ln -sfn "$SRC" "$GOPATH/src/k8s.io/kubernetes"
   cd "$GOPATH/src/k8s.io/kubernetes"
@@ -170,7 +175,7 @@ build_apiserver() {
     -X $P/component-base/version.gitMajor=1 -X $P/component-base/version.gitMinor=20 \
     -X $P/component-base/version.gitTreeState=archive" ./cmd/kube-apiserver
   "$W/kube-apiserver" --version
-  mv "$W/kube-apiserver" "$BIN/kube-apiserver"
+  mv -f "$W/kube-apiserver" "$BIN/kube-apiserver"
 }
 
 # --- crane -------------------------------------------------------------------------------------------------

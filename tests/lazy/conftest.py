@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import images
+from tests.support import images, tools
 from tests.support.registry import RunningRegistry, start_registry
 
-CRANE = Path(os.environ.get("CANRUN_TOOLS_CACHE", Path.home() / ".cache" / "canrun-tools")) / "crane"
+#: scripts/build-tools.sh builds it; tests/support/tools.py knows where (or why not).
+CRANE = tools.find("crane").path or tools.cache_dir() / "bin" / "crane"
 
 #: Incompressible, not executable: the bytes a lazy read must not fetch.
 DATA = random.Random(11).randbytes(12 << 20)
@@ -114,7 +115,7 @@ def publish_lazy(registry: RunningRegistry, work: Path) -> LazyImages:
     estargz_ref: str | None = f"{registry.host}/lazy/estargz:1"
     skip = ""
     if not os.access(CRANE, os.X_OK):
-        estargz_ref, skip = None, f"no crane at {CRANE} (scripts/setup.sh builds it from Debian's go-containerregistry)"
+        estargz_ref, skip = None, f"crane: {tools.find('crane').reason}"
     else:
         push_estargz(layout, estargz_ref, work)
     return LazyImages(registry, layout, zstd_ref, estargz_ref, skip)
