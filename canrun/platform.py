@@ -181,8 +181,14 @@ class Platform:
         return Platform(self.os, architecture, variant, self.os_version, self.os_features)
 
     def accepts(self) -> list[Platform]:
-        """The image platforms a node of this platform runs under ``platforms.Only``, most preferred first."""
+        """The image platforms a node of this platform pulls under ``platforms.Default()``, most preferred first.
+
+        That is ``platforms.Only`` on Linux; on Windows ``Default()`` matches the
+        node's own platform alone (``defaults_windows.go``): no 386 fallback there.
+        """
         out = [self]
+        if self.os == "windows":
+            return out
         arch, variant = self.architecture, self.variant
         if arch == "amd64":
             level = _go_int(variant.removeprefix("v"))

@@ -141,17 +141,26 @@ def select_manifest(index: ImageIndex, node: Platform, *, exact: bool = False) -
     entry without a platform, which containerd then judges by the platform in
     its image config (``ImageStore.select`` does that: it needs the config).
     ``exact``: containerd 2.1+'s transfer service (the node's own platform only).
+
+    On a Windows node, containerd's ``Default()`` (``windowsMatchComparer``)
+    prefers, among matching entries, the greater ``os.version`` (compared as
+    strings, as it does); the transfer service's ``Ordered`` comparer keeps
+    index order.
     """
-    best: tuple[int, int, Descriptor] | None = None
+    newest_first = node.os == "windows" and not exact
+    best: tuple[int, Descriptor] | None = None
     unlabelled: Descriptor | None = None
-    for position, d in enumerate(index.images()):
+    for d in index.images():
         if d.platform is None:
             unlabelled = unlabelled or d
             continue
         rank = node.match_rank(d.platform, exact=exact)
-        if rank is not None and (best is None or (rank, position) < best[:2]):
-            best = (rank, position, d)
-    return best[2] if best else unlabelled
+        if rank is None:
+            continue
+        if best is None or rank < best[0] or (
+                rank == best[0] and newest_first and d.platform.os_version > (best[1].platform or node).os_version):
+            best = (rank, d)
+    return best[1] if best else unlabelled
 
 
 def layer_compression(media_type: str) -> Literal["gzip", "zstd", "none", "auto"]:

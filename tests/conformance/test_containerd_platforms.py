@@ -275,3 +275,44 @@ def test_os_features_are_a_subset_of_the_nodes(node: str, image: str, want: bool
 
 def test_os_version_is_ignored_on_linux_nodes() -> None:
     assert Platform.parse("linux/amd64").match_rank(Platform("linux", "amd64", os_version="6.1")) == 0
+
+
+# --- platform_windows_compat_test.go, Test_PlatformOrder ----------------------------------------
+# Same file and commit as Test_PlatformCompat: which entry a Windows host takes (defaults_windows.go:
+# Default() is windowsMatchComparer, preferring the greater os.version among matching entries).
+
+WS2022_P = ("windows", "10.0.20348.3091")
+WS2025_P = ("windows", "10.0.26100.2894")
+WS2025_REV3000_P = ("windows", "10.0.26100.3000")
+LINUX_P = ("linux", "")
+PLATFORM_ORDER = [
+    ("Windows Server 2022 should select 2022", WS2022_P, [LINUX_P, WS2022_P, WS2025_P], WS2022_P),
+    ("Windows Server 2025 should select 2025", WS2025_P, [LINUX_P, WS2022_P, WS2025_P], WS2025_P),
+    ("Windows Server 2025 should select 2025 latest rev", WS2025_P, [LINUX_P, WS2022_P, WS2025_REV3000_P],
+     WS2025_REV3000_P),
+]
+
+
+@pytest.mark.parametrize("name, host, entries, want", PLATFORM_ORDER, ids=[c[0] for c in PLATFORM_ORDER])
+def test_windows_host_takes_the_newest_version_it_runs(name: str, host: tuple[str, str],
+                                                       entries: list[tuple[str, str]], want: tuple[str, str]) -> None:
+    from canrun.image.manifest import ImageIndex, select_manifest
+    from canrun.registry.base import Descriptor
+    from canrun.registry.mediatypes import OCI_INDEX, OCI_MANIFEST
+
+    descriptors = [Descriptor(OCI_MANIFEST, f"sha256:{i:064x}", 1, platform=Platform(os_, "amd64", os_version=v))
+                   for i, (os_, v) in enumerate(entries)]
+    index = ImageIndex(Descriptor(OCI_INDEX, "sha256:" + "f" * 64, 1), descriptors)
+    node = Platform(host[0], "amd64", os_version=host[1])
+    chosen = select_manifest(index, node)
+    assert chosen is not None and chosen.platform is not None
+    assert (chosen.platform.os, chosen.platform.os_version) == want
+    # containerd 2.1+'s transfer service (Ordered): the first entry the host runs, in index order (2022's here)
+    first = select_manifest(index, node, exact=True)
+    assert first is not None and first.platform is not None and first.platform.os_version == WS2022_P[1]
+
+
+def test_windows_nodes_have_no_386_fallback() -> None:
+    """defaults_windows.go: Default() is the node's platform alone, not platforms.Only's vector."""
+    assert Platform.parse("windows/amd64").match_rank(Platform("windows", "386")) is None
+    assert Platform.parse("linux/amd64").match_rank(Platform("linux", "386")) is not None
