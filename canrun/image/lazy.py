@@ -50,9 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Two wanted chunks closer than this in the blob are fetched with one request (the gap is read and dropped).
 COALESCE_GAP = 64 << 10
-#: Largest single request; a run of chunks longer than that is split.
+#: A run of coalesced chunks stops growing at this many bytes (a single chunk may be longer, up to MAX_CHUNK).
 MAX_REQUEST = 8 << 20
-#: Largest chunk canrun decompresses to read a file's head (real producers write 4 MiB at most).
+#: Largest chunk (compressed or not) canrun fetches to read a file's head; a bigger one: stream the layer.
 MAX_CHUNK = 32 << 20
 #: Concurrent Range requests per layer.
 REQUEST_CONCURRENCY = 8
