@@ -49,10 +49,13 @@ from canrun.registry.reference import Reference
 log = logging.getLogger(__name__)
 
 #: Two wanted chunks closer than this in the blob are fetched with one request (the gap is read and dropped).
-COALESCE_GAP = 64 << 10
-#: Largest single request; a run of chunks longer than that is split.
+#: Small: the gaps between executables are other files' bodies (bench/bench_lazy.py weighs bytes and requests).
+COALESCE_GAP = 4 << 10
+#: Rounds that read one more chunk of the executables whose program headers lie past what was read.
+EXTRA_ROUNDS = 2
+#: A run of coalesced chunks stops growing at this many bytes (a single chunk may be longer, up to MAX_CHUNK).
 MAX_REQUEST = 8 << 20
-#: Largest chunk canrun decompresses to read a file's head (real producers write 4 MiB at most).
+#: Largest chunk (compressed or not) canrun fetches to read a file's head; a bigger one: stream the layer.
 MAX_CHUNK = 32 << 20
 #: Concurrent Range requests per layer.
 REQUEST_CONCURRENCY = 8
@@ -136,13 +139,22 @@ async def _index_from_toc(toc: Toc, read: RangeReader, descriptor: Descriptor, l
     # Kept files (/etc/passwd, /etc/group) are read whole.
     await heads.fetch([(entry, need if member.path in KEPT_FILES else
                         min(need, max(BINPRM_BUF_SIZE, _first_chunk(entry)))) for member, entry, need in wanted])
-    more = []
-    for member, entry, need in wanted:
-        head = heads.prefix(entry, need)
-        if len(head) < need and _needs_more(head, entry.size):
-            more.append((entry, need))
-    if more:
-        await heads.fetch(more)
+    # Then, for the few whose program headers or PT_INTERP lie further in, one more chunk at a time
+    # (a couple of rounds), and finally all of the head.
+    pending = [(member, entry, need) for member, entry, need in wanted if member.path not in KEPT_FILES]
+    for round_ in range(EXTRA_ROUNDS + 1):
+        more = []
+        for item in pending:
+            _, entry, need = item
+            head = heads.prefix(entry, need)
+            if len(head) < need and _needs_more(head, entry.size):
+                more.append(item)
+        if not more:
+            break
+        last = round_ == EXTRA_ROUNDS
+        await heads.fetch([(entry, need if last else min(need, _next_chunk_end(entry, len(heads.prefix(entry, need)))))
+                           for _, entry, need in more])
+        pending = more
     for member, entry, need in wanted:
         member.data = heads.prefix(entry, need)
 
@@ -157,6 +169,14 @@ async def _index_from_toc(toc: Toc, read: RangeReader, descriptor: Descriptor, l
 
 def _first_chunk(entry: TocEntry) -> int:
     return entry.chunks[0].size if entry.chunks else 0
+
+
+def _next_chunk_end(entry: TocEntry, have: int) -> int:
+    """The file offset where the chunk holding byte ``have`` ends."""
+    for chunk in entry.chunks:
+        if chunk.file_offset + chunk.size > have:
+            return chunk.file_offset + chunk.size
+    return entry.size
 
 
 def _needs_more(head: bytes, size: int) -> bool:
