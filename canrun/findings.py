@@ -123,7 +123,7 @@ _RULES = [
          "nothing by itself: canrun hit a bug of its own and could not judge the container",
          "report the message (and the traceback that -v or --log-level debug shows) as a canrun bug; "
          "the container was not judged",
-         brief="not judged: canrun internal error"),
+         brief="not judged"),
     Rule("not-verified", "canrun could not judge this", Severity.INFO,
          "nothing by itself: the verdict depends on what canrun cannot see",
          "nothing to fix; the message says what was unknowable (a volume's content, a valueFrom env var, "

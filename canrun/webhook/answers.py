@@ -168,7 +168,7 @@ def verdict_line(f: Finding, budget: int = WARNING_TARGET) -> str:
     ev = f.evidence
     if f.rule == "interpreter-not-found" and ev.get("interpreter"):
         verdict = f"#! {_one_line(ev['interpreter'])} missing" + (" (CRLF line endings)" if ev.get("crlf") else "")
-    elif f.rule in ("image-unresolvable", "image-corrupt"):
+    elif f.rule in ("image-unresolvable", "image-corrupt", "internal-error"):
         verdict = f"{verdict}: {_one_line(f.message)}"  # the reason varies: what room is left is the reason's
     head = f"{f.rule}: "
     where = f'container "{_one_line(f.container)}"' if f.container else "pod"
