@@ -32,7 +32,6 @@ from typing import Any
 
 from canrun.findings import Finding, Severity
 from canrun.kube.scheduling import ARCH_LABELS, OS_LABELS, NodePool, platforms_for
-from canrun.kube.workloads import POD_KINDS
 from canrun.platform import Platform
 from canrun.spec import Workload
 
@@ -163,13 +162,6 @@ def _requirement(key: str, values: Sequence[str]) -> dict[str, Any]:
 
 
 # -- the change, as the API writes it ------------------------------------------------------------
-
-def template_path_for(kind: str) -> tuple[str, ...]:
-    """The path from an object of ``kind`` to its PodTemplateSpec; () for a Pod, which is its own template."""
-    known = POD_KINDS.get(kind)
-    path = known[1] if known else ("spec", "template")
-    return path if path[-1] == "template" else ()
-
 
 def template_of(obj: Mapping[str, Any], template_path: Sequence[str]) -> Mapping[str, Any] | None:
     """The PodTemplateSpec-shaped dict (``metadata`` + ``spec``) at ``template_path`` (the object for a Pod)."""

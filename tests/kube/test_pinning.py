@@ -18,8 +18,8 @@ from canrun.kube.pinning import (
     owned_and_pinned,
     plan_pin,
     strategic_patch,
-    template_path_for,
 )
+from canrun.kube.objects import pod_template_path as template_path_for
 from canrun.kube.scheduling import NodeInfo, NodePool, platform_labels
 from canrun.kube.workloads import workload_from_object
 from canrun.platform import Platform
