@@ -378,6 +378,10 @@ class CertManager:
             # (failurePolicy Ignore).  The next check patches it.
             try:
                 patched = self.cluster.patch_webhook_ca_bundle(self.webhook_config, data["ca.crt"])
+                # pin mode's mutating webhook (an optional component) shares the name and the CA
+                patched |= self.cluster.patch_webhook_ca_bundle(self.webhook_config, data["ca.crt"],
+                                                                kind="MutatingWebhookConfiguration",
+                                                                missing_ok=True)
             except ClusterConflict:
                 raise
             except CanrunError as exc:

@@ -51,7 +51,7 @@ from canrun.validator import Validator
 DOORS = ("check", "inspect", "audit", "serve")
 RUNTIMES = ("containerd", "cri-o", "docker")
 REGISTRY_BACKENDS = ("native", "crane")
-MODES = ("enforce", "warn", "audit", "off")
+MODES = ("enforce", "warn", "audit", "pin", "off")
 #: Names of the checked-in settings file (``canrun.config_file`` reads and validates it).
 FILENAMES = (".canrun.yaml", ".canrun.yml")
 #: Doors that look for a ``.canrun.yaml`` from the working directory up when ``--config`` is not given;

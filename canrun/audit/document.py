@@ -13,6 +13,7 @@ from typing import Any
 from canrun import __version__
 from canrun.audit.model import AuditRun
 from canrun.findings import RULES, Finding, Severity
+from canrun.spec import Resource
 
 SCHEMA_VERSION = 1
 _SEVERITIES = ("error", "warning", "info")
@@ -104,6 +105,7 @@ def audit_document(run: AuditRun) -> dict[str, Any]:
             "listed_objects": sum(run.inventory.listed.values()),
             "folded_objects": run.inventory.folded_total,
             "unreadable_objects": len(run.inventory.errors),
+            "pinnable_workloads": len(run.pins),
         },
         "by_rule": rules,
         "by_namespace": by_namespace,
@@ -111,7 +113,15 @@ def audit_document(run: AuditRun) -> dict[str, Any]:
         "findings": [_finding(run, f) for f in findings],
         "suppressed": [_finding(run, f) for f in report.suppressed],
         "unreadable": [str(e) for e in run.inventory.errors],
+        "pins": [{"resource": _resource_dict(p.workload.resource), "label": str(p.workload.resource),
+                  "kept": [str(x) for x in p.plan.runnable],
+                  "excluded": [{"platform": str(x), "because": list(why)} for x, why in p.plan.excluded]}
+                 for p in run.pins],
     }
+
+
+def _resource_dict(res: Resource) -> dict[str, Any]:
+    return {"kind": res.kind, "namespace": res.namespace, "name": res.name}
 
 
 def render(run: AuditRun) -> str:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from canrun.audit.inventory import WORKLOAD_KINDS, build_inventory
 from canrun.audit.model import AuditRun
-from canrun.audit.scan import judge, node_pool
+from canrun.audit.scan import judge, node_pool, would_pin
 from canrun.errors import ManifestError, UsageError
 from canrun.kube.manifests import load_objects
 from canrun.kube.scheduling import NodeInfo, node_info
@@ -85,4 +85,5 @@ async def audit_dump(paths: Sequence[str], validator: Validator, *, stdin: TextI
     report = await judge(validator, inventory.workloads, pool, progress=progress)
     return AuditRun(report=report, inventory=inventory, platforms=seen, platforms_source=source,
                     namespaces=list(namespaces) if namespaces else None, label_selector=None,
-                    started=started, finished=datetime.now(timezone.utc))
+                    started=started, finished=datetime.now(timezone.utc),
+                    pins=would_pin(inventory.workloads, report, pool))

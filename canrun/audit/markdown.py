@@ -64,6 +64,14 @@ def render_document(doc: dict[str, Any]) -> str:
         out += [f"| {_cell(o['label'])} | {o['error']} | {o['warning']} | {', '.join(o['rules'])} |"
                 for o in doc["offenders"][:25]]
         out.append("")
+    if doc.get("pins"):
+        out += ["## Pin mode would pin", "",
+                "Kept on the platforms where every container can exec (`canrun.io/mode=pin`, docs/pin.md):", "",
+                "| workload | kept | cannot exec on |", "|---|---|---|"]
+        out += [f"| {_cell(p['label'])} | {', '.join(p['kept'])} | "
+                + _cell("; ".join(f"{e['platform']}: {', '.join(e['because'])}" for e in p["excluded"])) + " |"
+                for p in doc["pins"]]
+        out.append("")
     findings = [f for f in doc["findings"] if f["severity"] != "info"]
     if findings:
         out += ["## Findings", "", "| severity | rule | workload | container | platform | finding | fix |",

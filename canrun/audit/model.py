@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from canrun.errors import ManifestError
+from canrun.kube.pinning import PinPlan
 from canrun.platform import Platform
 from canrun.spec import Resource, Workload
 
@@ -80,6 +81,14 @@ class Inventory:
         return self._index
 
 
+@dataclass(frozen=True)
+class WouldPin:
+    """A workload pin mode would change: restricted to ``plan.runnable``, for the reasons in the plan."""
+
+    workload: Workload
+    plan: PinPlan
+
+
 @dataclass
 class AuditRun:
     """What one audit saw and found; every report format is rendered from this."""
@@ -93,6 +102,8 @@ class AuditRun:
     label_selector: str | None = None
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     finished: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    #: The workloads pin mode would restrict to the platforms where they run (docs/pin.md).
+    pins: list[WouldPin] = field(default_factory=list)
 
     @property
     def has_errors(self) -> bool:

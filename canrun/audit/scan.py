@@ -28,13 +28,14 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from canrun.audit.inventory import ObjectLister, collect
-from canrun.audit.model import AuditRun
+from canrun.audit.model import AuditRun, WouldPin
 from canrun.errors import CanrunError
-from canrun.findings import sort_key
+from canrun.findings import Finding, sort_key
+from canrun.kube.pinning import PinAction, plan_pin
 from canrun.kube.scheduling import NodeInfo, NodePool
 from canrun.platform import DEFAULT_PLATFORMS, Platform
 from canrun.registry.auth import Keychain, use_keychain
-from canrun.spec import Workload
+from canrun.spec import Resource, Workload
 from canrun.validator import Report, Validator
 from canrun.verdict import restamp, verdict_key
 
@@ -109,7 +110,17 @@ async def audit(cluster: AuditCluster, validator: Validator, *, namespaces: Sequ
     report = await judge(validator, inventory.workloads, pool, progress=progress, keychain_for=keychain_for)
     return AuditRun(report=report, inventory=inventory, platforms=seen, platforms_source=source,
                     namespaces=list(namespaces) if namespaces else None, label_selector=label_selector,
-                    started=started, finished=datetime.now(timezone.utc))
+                    started=started, finished=datetime.now(timezone.utc),
+                    pins=would_pin(inventory.workloads, report, pool))
+
+
+def would_pin(workloads: Sequence[Workload], report: Report, pool: NodePool) -> list[WouldPin]:
+    """The workloads pin mode would change, planned from the findings the report holds for each."""
+    by_resource: dict[Resource | None, list[Finding]] = {}
+    for f in report.findings:
+        by_resource.setdefault(f.resource, []).append(f)
+    plans = ((w, plan_pin(w, by_resource.get(w.resource, []), pool)) for w in workloads)
+    return [WouldPin(w, plan) for w, plan in plans if plan.action is PinAction.PIN]
 
 
 async def judge(validator: Validator, workloads: Sequence[Workload], pool: NodePool, *,

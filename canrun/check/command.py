@@ -12,16 +12,20 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from canrun.config import Settings, open_engine
 from canrun.errors import UsageError
 from canrun.exemptions import expired
+from canrun.findings import Finding
+from canrun.kube.pinning import plan_pin
 from canrun.kube.scheduling import NodeInfo, NodePool, platforms_for
-from canrun.output import FORMATS, CheckRun, targets_for
+from canrun.output import FORMATS, PATCH_FORMATS, CheckRun, Pin, targets_for
 from canrun.platform import Platform
+from canrun.spec import Workload
+from canrun.validator import Report
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 Progress = Callable[[int, int], None]
@@ -31,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The check-only flags (the engine flags shared with audit/serve come from the CLI)."""
     p.add_argument("--format", choices=FORMATS, default="text",
                    help="report format (default: text): json, sarif (code scanning), github (workflow "
-                        "annotations), junit (test reports), markdown (PR comment)")
+                        "annotations), junit (test reports), markdown (PR comment); patch / jsonpatch: the node "
+                        "affinity pin mode would add, as a strategic-merge or JSON patch per workload")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the report to FILE; the terminal still gets the text report")
     p.add_argument("--kubeconfig", help="read node platforms and labels from this cluster (--platform wins)")
@@ -67,6 +72,16 @@ def source_root(cwd: Path) -> Path:
     return cwd
 
 
+def pins_for(workloads: list[Workload], objects: list[Mapping[str, Any]], report: Report,
+             pool: NodePool) -> list[Pin]:
+    """Pin mode's plan for each workload, from the findings the report holds for it (exemptions applied)."""
+    by_workload: dict[tuple[object, ...], list[Finding]] = {}
+    for f in report.findings:
+        by_workload.setdefault((f.resource, f.source.file if f.source else None), []).append(f)
+    return [Pin(w, obj, plan_pin(w, by_workload.get((w.resource, w.source.file), []), pool))
+            for w, obj in zip(workloads, objects)]
+
+
 def render(run: CheckRun, fmt: str, *, verbose: bool, colour: bool, cwd: Path) -> str:
     if fmt == "json":
         from canrun.output import json as fmt_json
@@ -83,6 +98,9 @@ def render(run: CheckRun, fmt: str, *, verbose: bool, colour: bool, cwd: Path) -
     if fmt == "markdown":
         from canrun.output import markdown
         return markdown.render(run, verbose=verbose)
+    if fmt in PATCH_FORMATS:
+        from canrun.output import patch
+        return patch.render(run, json_ops=fmt == "jsonpatch")
     from canrun.output import text
     return text.render(run, colour=colour, verbose=verbose)
 
@@ -122,7 +140,8 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
         input_errors=list(workloads.errors), skipped_kinds=dict(workloads.skipped), files=loaded.files,
         not_objects=list(loaded.not_objects), not_checked=list(loaded.not_checked),
         targets=targets_for(workloads.workloads, lambda w: platforms_for(w.pod, pool).platforms),
-        platforms_from=platforms_from)
+        platforms_from=platforms_from,
+        pins=pins_for(workloads.workloads, workloads.objects, report, pool) if args.format in PATCH_FORMATS else [])
 
     colour = text.wants_colour(stdout)
     if args.output and args.output != "-":

@@ -24,6 +24,7 @@ admission on the webhook's hot path.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -92,6 +93,8 @@ class AdmissionResponse(TypedDict):
     status: NotRequired[Status]
     warnings: NotRequired[list[str]]
     auditAnnotations: NotRequired[dict[str, str]]
+    patchType: NotRequired[str]
+    patch: NotRequired[str]
 
 
 class AdmissionReviewRequest(TypedDict):
@@ -150,6 +153,8 @@ class Decision:
     message: str | None = None
     warnings: list[str] = field(default_factory=list)
     audit_annotations: dict[str, str] = field(default_factory=dict)
+    #: RFC 6902 operations (the mutating endpoint only); None or empty: the object is left as it is.
+    patch: list[dict[str, Any]] | None = None
 
 
 def _text(value: Any, what: str) -> str:
@@ -269,6 +274,9 @@ def build_response(uid: str, decision: Decision) -> AdmissionReviewResponse:
         response["warnings"] = fit_warnings(decision.warnings)
     if decision.audit_annotations:
         response["auditAnnotations"] = {_annotation_key(k): v for k, v in decision.audit_annotations.items()}
+    if decision.patch and decision.allowed:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(decision.patch, separators=(",", ":")).encode()).decode()
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
 

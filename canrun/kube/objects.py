@@ -31,3 +31,9 @@ def pod_spec_path(kind: str) -> tuple[str, ...]:
     """The keys from an object of ``kind`` down to its pod spec (through its pod template, if any)."""
     path = POD_KINDS[kind][1] if kind in POD_KINDS else _DEFAULT_TEMPLATE_PATH
     return path + ("spec",) if path[-1] == "template" else path
+
+
+def pod_template_path(kind: str) -> tuple[str, ...]:
+    """The keys from an object of ``kind`` to what holds its pod's ``metadata`` and ``spec``: () for a Pod."""
+    path = POD_KINDS[kind][1] if kind in POD_KINDS else _DEFAULT_TEMPLATE_PATH
+    return path if path[-1] == "template" else ()

@@ -65,6 +65,8 @@ class WorkloadSet:
     errors: list[ManifestError] = field(default_factory=list)
     #: Objects without a pod spec (Service, ConfigMap, CRDs …), counted by kind.
     skipped: dict[str, int] = field(default_factory=dict)
+    #: The object each workload was read from, by position (what a patch for it is written against).
+    objects: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 def workloads_from_load(loaded: Loaded) -> WorkloadSet:
@@ -106,6 +108,7 @@ def _collect(obj: Mapping[str, Any], source: SourceLocation, result: WorkloadSet
         result.skipped[key] = result.skipped.get(key, 0) + 1
     else:
         result.workloads.append(workload)
+        result.objects.append(obj)
 
 
 def _list_items(obj: Mapping[str, Any]) -> list[Any]:

@@ -8,24 +8,29 @@ the text goes.  The formats and who reads them:
 * ``sarif`` — GitHub code scanning and other SARIF 2.1.0 viewers;
 * ``github`` — GitHub Actions workflow commands (annotations on the PR diff);
 * ``junit`` — Jenkins, GitLab and other test-report viewers;
-* ``markdown`` — a pull-request comment or a job summary.
+* ``markdown`` — a pull-request comment or a job summary;
+* ``patch`` / ``jsonpatch`` — the node affinity pin mode would add, to commit (``output/patch.py``).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
+from typing import Any
 
 from canrun.errors import ManifestError
 from canrun.exemptions import SKIP_ANNOTATION
 from canrun.findings import Finding
+from canrun.kube.pinning import PinPlan
 from canrun.platform import Platform
 from canrun.spec import Resource, SourceLocation, Workload
 from canrun.validator import Report
 
-FORMATS = ("text", "json", "sarif", "github", "junit", "markdown")
+FORMATS = ("text", "json", "sarif", "github", "junit", "markdown", "patch", "jsonpatch")
+#: The formats that print pin mode's change rather than the findings.
+PATCH_FORMATS = ("patch", "jsonpatch")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,15 @@ class Target:
     source: SourceLocation | None = None
     #: Empty when no node of the given platforms can take the pod.
     platforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pin:
+    """What pin mode would do to one workload, with the object a patch is written against."""
+
+    workload: Workload
+    obj: Mapping[str, Any]
+    plan: PinPlan
 
 
 @dataclass
@@ -63,6 +77,8 @@ class CheckRun:
     targets: list[Target] = field(default_factory=list)
     #: Where the platforms came from when not the flag or the default, e.g. "3 nodes of context kind".
     platforms_from: str | None = None
+    #: Pin mode's plan per workload (only for the patch formats).
+    pins: list[Pin] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         r = self.report

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from canrun.findings import RULES, Finding, Severity
 from canrun.kube.admission import WARNING_TARGET, Decision, shorten
+from canrun.kube.pinning import PinAction, PinPlan
 from canrun.spec import Workload
 from canrun.validator import SKIP_ANNOTATION, Report
 
@@ -87,17 +88,50 @@ def shape(report: Report, workload: Workload, mode: str) -> Outcome:
     return Outcome(Decision(audit_annotations=annotations), mode, "audited" if visible else "allowed", rules)
 
 
-def unverified(workload: Workload, mode: str, *, deadline: float, strict: bool) -> Outcome:
-    """The answer when the verdict did not come within ``deadline``: allowed with a warning, unless strict."""
+def pinned(report: Report, workload: Workload, plan: PinPlan, patch: list[dict[str, Any]]) -> Outcome:
+    """The mutating answer in pin mode: the patch and a warning that says what was pinned and why.
+
+    Only a pin that leaves a platform is a patch; no platform left (or one no
+    node label can express) is the enforce answer, and an image that could not
+    be read pins nothing and says so, as every other mode fails open.
+    """
+    if plan.action is PinAction.PIN and patch:
+        # what is found only on the platforms the pin leaves out will not happen: the pin line says it once
+        kept = {str(p) for p in plan.runnable}
+        remaining = [f for f in report.findings if not f.platform or kept & set(f.platform.split(","))]
+        outcome = shape(replace(report, findings=remaining), workload, "warn")
+        annotations = dict(outcome.decision.audit_annotations,
+                           pinned=shorten(f"{plan.kept}: {plan.reason}", ANNOTATION_VALUE_LIMIT))
+        return Outcome(Decision(warnings=[shorten(plan.warning()), *outcome.decision.warnings],
+                                audit_annotations=annotations, patch=patch),
+                       "pin", "pinned", sorted({f.rule for f in shown(report)}))
+    if plan.action is PinAction.DENY:
+        outcome = shape(report, workload, "enforce")
+        if plan.note and outcome.decision.message:
+            outcome.decision.message += f"\ncanrun: nothing to pin: {plan.note}"
+    else:
+        outcome = shape(report, workload, "warn")
+        if plan.action is PinAction.UNKNOWN:
+            outcome.decision.warnings.insert(0, shorten(f"canrun: not pinned: {plan.note}"))
+    outcome.mode = "pin"
+    return outcome
+
+
+def unverified(workload: Workload, mode: str, *, deadline: float, strict: bool, mutate: bool = False) -> Outcome:
+    """The answer when the verdict did not come within ``deadline``: allowed with a warning, unless strict.
+
+    Pin mode's validating answer is enforce's; its mutating answer pins nothing and never denies (the
+    validating answer that follows does, when strict).
+    """
     images = sorted({c.image for c in workload.pod.containers})
     secs = f"{deadline:g}s"
-    text = (f"canrun: not verified within {secs}: {', '.join(images)} (still checking in the background; "
-            f"a retry gets the verdict)")
+    text = (f"canrun: {'not pinned, ' if mutate else ''}not verified within {secs}: {', '.join(images)} "
+            f"(still checking in the background; a retry gets the verdict)")
     annotations = {"unverified": f"deadline {secs}: {', '.join(images)}"[:ANNOTATION_VALUE_LIMIT]}
-    if mode == "enforce" and strict:
+    if mode in ("enforce", "pin") and strict and not mutate:
         return Outcome(Decision(allowed=False, code=403, message=text + "; denied because strict is set",
                                 audit_annotations=annotations), mode, "denied", reason="deadline")
-    warnings = [shorten(text)] if mode in ("enforce", "warn") else []
+    warnings = [shorten(text)] if mode in ("enforce", "warn", "pin") else []
     return Outcome(Decision(warnings=warnings, audit_annotations=annotations), mode, "unverified",
                    reason="deadline")
 

@@ -56,7 +56,7 @@ async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 
 def create_app(service: AdmissionService) -> FastAPI:
-    """An app serving ``POST /validate``, ``/healthz``, ``/readyz`` and ``/metrics`` for ``service``."""
+    """An app serving ``POST /validate`` and ``/mutate``, ``/healthz``, ``/readyz`` and ``/metrics`` for ``service``."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -70,8 +70,7 @@ def create_app(service: AdmissionService) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
-    @app.post("/validate")
-    async def validate(request: Request) -> Response:
+    async def answer(request: Request, *, mutate: bool) -> Response:
         try:
             body = await _read_body(request)
         except _TooLarge as exc:
@@ -83,10 +82,19 @@ def create_app(service: AdmissionService) -> FastAPI:
                      f"{client.host}:{client.port}" if client else "-")
             return Response(status_code=400)  # nobody reads it: the connection is gone
         try:
-            answer = await service.review(body)
+            answer = await service.review(body, mutate=mutate)
         except BadAdmissionReview as exc:
             return _json({"error": str(exc)}, 400)
         return _json(answer)
+
+    @app.post("/validate")
+    async def validate(request: Request) -> Response:
+        return await answer(request, mutate=False)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        """Pin mode's node affinity patch (``canrun.io/mode=pin``); every other mode: allowed, no patch."""
+        return await answer(request, mutate=True)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -51,6 +51,8 @@ from canrun.kube.admission import (
     shorten,
     verdict_view,
 )
+from canrun.kube.objects import pod_template_path
+from canrun.kube.pinning import json_patch, owned_and_pinned, plan_pin
 from canrun.kube.scheduling import NodePool
 from canrun.kube.workloads import workload_from_object
 from canrun.registry.auth import Keychain, use_keychain
@@ -171,8 +173,13 @@ class AdmissionService:
 
     # -- the request -----------------------------------------------------------------------------
 
-    async def review(self, body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-        """Answer one AdmissionReview; ``BadAdmissionReview`` (HTTP 400) for anything that is not one."""
+    async def review(self, body: bytes | str | Mapping[str, Any], *, mutate: bool = False) -> dict[str, Any]:
+        """Answer one AdmissionReview; ``BadAdmissionReview`` (HTTP 400) for anything that is not one.
+
+        ``mutate`` is the ``/mutate`` endpoint: in pin mode it answers with the
+        node affinity patch (``kube/pinning``); in every other mode it allows
+        without a patch, because the validating endpoint gives that mode's answer.
+        """
         started = time.perf_counter()
         try:
             req = parse_review(body)
@@ -180,7 +187,7 @@ class AdmissionService:
             self.metrics.bad_requests.inc()
             raise
         try:
-            outcome = await self._decide(req, started)
+            outcome = await self._decide(req, started, mutate)
         except Exception as exc:  # never a 500 on the write path of every workload: fail open, loudly
             log.exception("admission %s failed; allowed unverified", req.uid)
             outcome = answers.internal_error(exc)
@@ -217,7 +224,7 @@ class AdmissionService:
     def _finding_counters(self, report: Report) -> list[Any]:
         return [self._child(self.metrics.findings, f.rule, f.severity.value) for f in answers.shown(report)]
 
-    async def _decide(self, req: Request, started: float) -> Outcome:
+    async def _decide(self, req: Request, started: float, mutate: bool = False) -> Outcome:
         if req.operation not in ("CREATE", "UPDATE"):
             return skipped(f"operation {req.operation}")
         if req.sub_resource and req.sub_resource != "ephemeralcontainers":
@@ -227,6 +234,11 @@ class AdmissionService:
         mode = await self.mode_for(req.namespace)
         if mode == "off":
             return skipped("mode off", mode)
+        if mutate and mode != "pin":
+            return skipped(f"mode {mode}: nothing to pin", mode)
+        if mutate and (req.sub_resource or owned_and_pinned(req.object)):
+            return skipped("a pod of a template canrun pinned" if not req.sub_resource
+                           else f"subresource {req.sub_resource}", mode)
         view = verdict_view(req.kind, req.object)  # what a verdict depends on, read once
         if req.operation == "UPDATE" and not req.sub_resource and req.old_object is not None and \
                 verdict_view(req.kind, req.old_object) == view:
@@ -234,7 +246,7 @@ class AdmissionService:
         pool = self.pool()
         answer_key = None
         if pool is not None and not req.sub_resource:
-            answer_key = _answer_key(req, mode, pool, view)
+            answer_key = _answer_key(req, mode, pool, view, mutate)
             recalled = self._recall(answer_key, pool)
             if recalled is not None:
                 outcome, report = recalled
@@ -262,11 +274,18 @@ class AdmissionService:
         key = (req.namespace, *verdict_key(workload, self.validator.exemptions), id(pool))  # the one key of this admission's verdict
         report, cached = await self._judge(key, workload, pool, req.namespace, remaining)
         if report is None:
-            return answers.unverified(workload, mode, deadline=self.settings.deadline, strict=self.settings.strict)
+            return answers.unverified(workload, mode, deadline=self.settings.deadline, strict=self.settings.strict,
+                                      mutate=mutate)
         counters = self._finding_counters(report)
         for counter in counters:
             counter.inc()
-        outcome = answers.shape(report, workload, mode)
+        if mutate:
+            plan = plan_pin(workload, report.findings, pool)
+            outcome = answers.pinned(report, workload, plan,
+                                     json_patch(req.object, pod_template_path(req.kind), plan))
+        else:  # the validating answer of pin mode judges the object as pinned: what is left, enforce denies
+            outcome = answers.shape(report, workload, "enforce" if mode == "pin" else mode)
+            outcome.mode = mode
         outcome.cached = cached
         if answer_key is not None:
             self.verdicts.remember_answer(answer_key, key, outcome, report, counters)
@@ -365,7 +384,7 @@ class AdmissionService:
 
 # -- helpers ----------------------------------------------------------------------------------------
 
-def _answer_key(req: Request, mode: str, pool: NodePool, view: Any) -> Key:
+def _answer_key(req: Request, mode: str, pool: NodePool, view: Any, mutate: bool) -> Key:
     """What an answer depends on, read straight off the request object.
 
     A GitOps controller re-applies the same objects all day; turning each into a
@@ -374,7 +393,7 @@ def _answer_key(req: Request, mode: str, pool: NodePool, view: Any) -> Key:
     messages), the mode, the node pool and ``verdict_view`` (the relevant pod spec and
     the exemptions) as written: a reordered but equal object only misses.
     """
-    return (req.kind, req.namespace, req.display_name, mode, id(pool), repr(view))
+    return (req.kind, req.namespace, req.display_name, mode, mutate, id(pool), repr(view))
 
 
 def _with_request_identity(workload: Workload, req: Request) -> Workload:

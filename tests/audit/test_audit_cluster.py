@@ -225,3 +225,29 @@ def test_bad_usage_is_exit_2(tmp_path: Path) -> None:
     err = io.StringIO()
     assert main(["audit", "--kubeconfig", str(tmp_path / "missing")], stdout=io.StringIO(), stderr=err) == 2
     assert err.getvalue() == f"canrun: --kubeconfig {tmp_path / 'missing'}: the file does not exist\n"
+
+
+def test_audit_reports_the_workloads_pin_mode_would_change(kubeapi: KubeAPIStandIn, refs: dict[str, str],
+                                                           counting_proxy: CountingProxy, tmp_path: Path) -> None:
+    """Mixed nodes: an amd64-only image is pinnable to amd64; one that runs nowhere is not (enforce denies)."""
+    for obj in (deployment_chain("api", "shop", pod_spec(refs["good"]), replicas=1, old_revisions=0)
+                + deployment_chain("web", "shop", pod_spec(refs["broken"]), replicas=1, old_revisions=0)
+                + [node("n1"), node("n2", arch="arm64")]):
+        kubeapi.add(obj)
+    run = asyncio.run(_audit(kubeapi, counting_proxy, tmp_path / "cache"))
+    assert [(p.workload.resource.name, [str(x) for x in p.plan.runnable]) for p in run.pins] == \
+        [("api", ["linux/amd64"])]
+    out = io.StringIO()
+    code = main(["audit", "--kubeconfig", str(kubeapi.kubeconfig_path), "--insecure-registry",
+                 counting_proxy.host, "--no-cache", "--format", "json"], stdout=out, stderr=io.StringIO())
+    assert code == 1
+    doc = json.loads(out.getvalue())
+    assert doc["summary"]["pinnable_workloads"] == 1
+    [pin] = doc["pins"]
+    assert pin["label"] == "Deployment shop/api" and pin["kept"] == ["linux/amd64"]
+    assert pin["excluded"][0]["platform"] == "linux/arm64" 
+    assert pin["excluded"][0]["because"] == ["exec-format (app)"]  # a single-manifest x86-64 image
+    md = io.StringIO()
+    main(["audit", "--kubeconfig", str(kubeapi.kubeconfig_path), "--insecure-registry", counting_proxy.host,
+          "--no-cache"], stdout=md, stderr=io.StringIO())
+    assert "## Pin mode would pin" in md.getvalue() and "| Deployment shop/api | linux/amd64 |" in md.getvalue()

@@ -282,3 +282,25 @@ def test_serving_starts_before_the_webhook_configuration_exists(kubeapi: KubeAPI
     later = m.reconcile()
     assert later.ca_bundle_patched and later.ca_bundle_error is None and not later.rotated
     assert bundle_in_cluster(kubeapi) == [state.ca_bundle_pem]
+
+
+def test_pin_modes_mutating_configuration_gets_the_same_ca_when_installed(webhook_config: KubeAPIStandIn,
+                                                                         cluster: Cluster, tmp_path: Path,
+                                                                         clock: Clock) -> None:
+    webhook_config.add({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                        "metadata": {"name": "canrun"},
+                        "webhooks": [{"name": "pin.canrun.io", "clientConfig": {"service": {
+                            "name": "canrun", "namespace": "canrun", "path": "/mutate"}},
+                            "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1"]}]})
+    manager(cluster, tmp_path, clock).ensure()
+    mwc = webhook_config.get("MutatingWebhookConfiguration", "canrun")
+    assert mwc is not None
+    assert [base64.b64decode(h["clientConfig"]["caBundle"]) for h in mwc["webhooks"]] == \
+        bundle_in_cluster(webhook_config)[:1]
+
+
+def test_without_pin_mode_installed_only_the_validating_configuration_is_patched(
+        webhook_config: KubeAPIStandIn, cluster: Cluster, tmp_path: Path, clock: Clock) -> None:
+    state = manager(cluster, tmp_path, clock).reconcile()
+    assert state.ca_bundle_patched and state.ca_bundle_error is None
+    assert webhook_config.get("MutatingWebhookConfiguration", "canrun") is None

@@ -506,3 +506,52 @@ def test_redis_cache_component_flags_are_accepted_by_serve(tmp_path: Path) -> No
     objs = with_components(tmp_path, "redis-cache")
     [(_, argv)] = effective_argv(find(objs, "Deployment"), image_config())
     assert parse_canrun(argv) == "serve"
+
+
+def test_pin_component_mutates_what_the_validating_webhook_judges() -> None:
+    """The pin component's MutatingWebhookConfiguration matches the validating one where it must.
+
+    Same namespaces (so the webhook never mutates what it would not judge, and never its own namespace),
+    the same kinds less the ephemeralcontainers subresource (nothing to pin there), /mutate, reinvoked
+    when a later mutating webhook adds containers, and failing open.
+    """
+    component = MANIFESTS / "components" / "pin"
+    [mwc] = [d for d in load_all(component / "mutatingwebhookconfiguration.yaml") if d]
+    [vwc] = [d for d in load_all(MANIFESTS / "base" / "validatingwebhookconfiguration.yaml") if d]
+    [pin], [check] = mwc["webhooks"], vwc["webhooks"]
+    assert pin["namespaceSelector"] == check["namespaceSelector"]
+    assert {k: v for k, v in pin["clientConfig"]["service"].items() if k != "namespace"} == \
+        {**check["clientConfig"]["service"], "path": "/mutate"}
+    assert (pin["failurePolicy"], pin["reinvocationPolicy"], pin["sideEffects"]) == ("Ignore", "IfNeeded",
+                                                                                    "NoneOnDryRun")
+    validated = {(g, r) for rule in check["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    mutated = {(g, r) for rule in pin["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert mutated == validated - {("", "pods/ephemeralcontainers")}
+    rbac = [d for d in load_all(component / "rbac.yaml") if d]
+    [role] = [d for d in rbac if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": ["admissionregistration.k8s.io"],
+                              "resources": ["mutatingwebhookconfigurations"], "resourceNames": ["canrun"],
+                              "verbs": ["get", "patch"]}]
+
+
+@needs_kubectl
+def test_pin_component_follows_an_overlays_excluded_namespaces(tmp_path: Path) -> None:
+    """Excluded namespaces stay in one place with the pin component installed.
+
+    Edits to the base's list reach the mutating webhook through the component's replacement; an overlay's
+    patch, applied after components, names both configurations with one regex target (docs/pin.md).
+    """
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(MANIFESTS / "base", overlay)],
+        "components": [os.path.relpath(MANIFESTS / "components" / "pin", overlay)],
+        "patches": [{"target": {"kind": "(Validating|Mutating)WebhookConfiguration", "name": "canrun"},
+                     "patch": yaml.safe_dump([{"op": "add", "path": "/webhooks/0/namespaceSelector/matchExpressions/"
+                                               "0/values/-", "value": "gitops-system"}])}]}))
+    objs = render(overlay)
+    mwc, vwc = find(objs, "MutatingWebhookConfiguration"), find(objs, "ValidatingWebhookConfiguration")
+    assert "gitops-system" in mwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert mwc["webhooks"][0]["namespaceSelector"] == vwc["webhooks"][0]["namespaceSelector"]
+    assert mwc["webhooks"][0]["clientConfig"]["service"]["namespace"] == "canrun"

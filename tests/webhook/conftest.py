@@ -161,13 +161,16 @@ class Webhook:
     service: AdmissionService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def review(self, body: dict[str, Any]) -> dict[str, Any]:
-        resp = self.client.post("/validate", json=body)
+    def review(self, body: dict[str, Any], path: str = "/validate") -> dict[str, Any]:
+        resp = self.client.post(path, json=body)
         assert resp.status_code == 200, resp.text
         answer = resp.json()
         assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview"
         assert answer["response"]["uid"] == body["request"]["uid"]
         return answer["response"]
+
+    def mutate(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.review(body, "/mutate")
 
     def drain(self) -> None:
         """Wait for the service's background work (resolutions past the deadline, events)."""

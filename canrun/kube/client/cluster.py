@@ -49,7 +49,8 @@ _NAMESPACES = KNOWN[("v1", "Namespace")]
 _SECRETS = KNOWN[("v1", "Secret")]
 _SERVICE_ACCOUNTS = KNOWN[("v1", "ServiceAccount")]
 _EVENTS = KNOWN[("v1", "Event")]
-_VWC = KNOWN[("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration")]
+_WEBHOOK_CONFIGS = {kind: KNOWN[("admissionregistration.k8s.io/v1", kind)]
+                    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")}
 
 
 def _now_rfc3339() -> str:
@@ -293,15 +294,22 @@ class Cluster:
 
     # -- webhook configuration and secrets (certificates)
 
-    def patch_webhook_ca_bundle(self, webhook_config_name: str, ca_pem: bytes) -> bool:
-        """Set every webhook's ``clientConfig.caBundle`` in the named configuration; False if already set."""
+    def patch_webhook_ca_bundle(self, webhook_config_name: str, ca_pem: bytes, *,
+                                kind: str = "ValidatingWebhookConfiguration", missing_ok: bool = False) -> bool:
+        """Set every webhook's ``clientConfig.caBundle`` in the named configuration; False if already set.
+
+        ``missing_ok``: a configuration that does not exist is not an error (an optional component's, such
+        as pin mode's MutatingWebhookConfiguration) and nothing is patched.
+        """
         bundle = base64.b64encode(ca_pem).decode()
-        what = f"patching the caBundle of ValidatingWebhookConfiguration {webhook_config_name}"
+        info = _WEBHOOK_CONFIGS[kind]
+        what = f"patching the caBundle of {kind} {webhook_config_name}"
         for _ in range(3):
-            config = self.api.call("GET", _VWC.path(None, webhook_config_name), what=what, allow_404=True)
+            config = self.api.call("GET", info.path(None, webhook_config_name), what=what, allow_404=True)
             if config is None:
-                raise ClusterError(f"ValidatingWebhookConfiguration {webhook_config_name} not found "
-                                   "(apply the manifests first)")
+                if missing_ok:
+                    return False
+                raise ClusterError(f"{kind} {webhook_config_name} not found (apply the manifests first)")
             ops: list[dict[str, Any]] = []
             for i, hook in enumerate(config.get("webhooks") or []):
                 if (hook.get("clientConfig") or {}).get("caBundle") != bundle:
@@ -310,7 +318,7 @@ class Cluster:
             if not ops:
                 return False
             try:
-                self.api.call("PATCH", _VWC.path(None, webhook_config_name), body=ops, what=what,
+                self.api.call("PATCH", info.path(None, webhook_config_name), body=ops, what=what,
                            content_type="application/json-patch+json")
                 return True
             except ClusterError as exc:

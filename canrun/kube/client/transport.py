@@ -68,6 +68,8 @@ KNOWN: dict[tuple[str, str], ResourceInfo] = {(r.api_version, r.kind): r for r i
     ResourceInfo("batch/v1", "CronJob", "cronjobs", True),
     ResourceInfo("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration",
                  "validatingwebhookconfigurations", False),
+    ResourceInfo("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration",
+                 "mutatingwebhookconfigurations", False),
 )}
 
 
