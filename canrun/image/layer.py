@@ -8,7 +8,7 @@ Compression is recognised by magic number, as containerd's
 ``compression.DecompressStream`` does, so a blob whose media type says gzip
 but that is plain tar is read the way the runtime will read it; the declared
 compression only names the likely cause when such a blob is no tar either.  gzip goes through ISA-L (``isal.igzip_lib``,
-~3x zlib) and continues across members (eStargz writes one member per file);
+several times faster than zlib) and continues across members (eStargz writes one member per file);
 zstd goes through ``zstandard``'s ``stream_writer``, which bounds each output
 piece and decodes across frames (zstd:chunked).
 
@@ -16,7 +16,7 @@ Where the CPU work runs: ``index_layer`` (async) only moves chunks from the
 network iterator into a bounded queue; a worker thread runs ``index_stream``.
 ISA-L, zstd and hashlib release the GIL while they work, so two layers indexed
 concurrently use two cores for decompression; only the per-header Python work
-(a few µs per member) serialises on the GIL.  See bench/bench_layer.py.
+serialises on the GIL.  bench/bench_layer.py measures it.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ _OPAQUE = ".wh..wh..opq"
 
 # --------------------------------------------------------------------------- entries
 def _entry_factory() -> Callable[..., Entry]:
-    """A positional ``Entry`` constructor ~2x faster than the frozen dataclass ``__init__``.
+    """A positional ``Entry`` constructor, cheaper than the frozen dataclass ``__init__``.
 
     A frozen dataclass sets each field through ``object.__setattr__`` by name;
     with 60k members per layer (and again when a cached index is loaded) that is

@@ -78,10 +78,9 @@ def read_deadline(seconds: float) -> Iterator[None]:
 def default_layer_concurrency() -> int:
     """One layer per core, at least 2, at most 4 (docker pulls 3 at a time).
 
-    Indexing a layer is inflate-bound (ISA-L, ~600 MB/s of output per core), so
-    on a registry close by, more layers than cores only share the cores: the
-    largest layer then finishes last and late (measured on 2 cores with the
-    benchmark image: 4 slots 4.4 s, 2 slots 4.2 s).  Over a slow link the
+    Indexing a layer is inflate-bound, so on a registry close by, more layers
+    than cores only share the cores: the largest layer then finishes last and
+    late (bench/bench_engine.py shows it).  Over a slow link the
     network is the limit and a few connections more would help; 2 to 4 is the
     compromise.  Layers start biggest first, so the longest one never waits.
     """

@@ -1,7 +1,7 @@
 """A push-fed tar header reader that never looks at file data it does not need.
 
 Why not ``tarfile``: in stream mode it builds a ``TarInfo`` through several
-layers of Python per member (~36 µs) and copies every byte of file data
+layers of Python per member and copies every byte of file data
 through ``read``.  Indexing a layer only needs the headers, so this reader
 parses each 512-byte header with one ``struct`` call, checks its checksum with
 one ``zlib.adler32`` call (see ``TarReader._block``), and skips file data by

@@ -267,11 +267,11 @@ class RegistryClient:
                                size: int | None) -> AsyncGenerator[bytes, None]:
         """The body in pieces of about ``STREAM_PIECE`` bytes, hashed off the event loop as they pass.
 
-        The network gives reads of up to ``SOCKET_READ_BYTES`` (64 KiB before it was
-        raised); handing each one to a layer worker and hashing it on the loop cost a cold check of a 600 MB image over a second
-        of event-loop time (measured with py-spy).  Pieces of 1 MiB cut the
-        hand-offs sixteenfold, and each piece is hashed in a thread (hashlib
-        releases the GIL) while the next one is read: in order, one at a time.
+        The network gives reads of up to ``SOCKET_READ_BYTES``; handing each one to a
+        layer worker and hashing it on the loop costs event-loop time in proportion
+        to the number of reads.  Pieces of 1 MiB cut the hand-offs, and each piece
+        is hashed in a thread (hashlib releases the GIL) while the next one is read:
+        in order, one at a time.
         """
         hasher = _hasher(digest)
         total = 0
