@@ -4,7 +4,8 @@ Layout of the keys (the file store puts each under its root, default
 ``$CANRUN_CACHE_DIR`` or ``~/.cache/canrun``)::
 
     layers/sha256/<hex>.idx    LayerIndex (``image/codec.py``)
-    views/sha256/<hex>.fsv     merged view of a platform manifest, by manifest digest (``image/codec.py``)
+    views/sha256/<hex>.<snapshotter>.fsv
+                               merged view of a platform manifest as that snapshotter lays it out (``image/codec.py``)
     blobs/sha256/<hex>         manifest/config bytes, re-verified against the name on read
     tags/<sha256 of key>.json  {"key", "digest", "media_type", "stored"}: TTL-bound
 
@@ -37,6 +38,7 @@ from typing import Protocol, TypeVar
 
 from canrun.image.codec import CorruptRecord, SavedView, decode_index, decode_view, encode_index, encode_view
 from canrun.image.frozen import FrozenMergedFS
+from canrun.image.layout import OVERLAYFS
 from canrun.image.model import LayerIndex
 from canrun.registry.reference import is_digest
 
@@ -199,17 +201,19 @@ class Cache:
         self._put_encoded("layers", index.digest, ".idx", lambda: encode_index(index))
 
     # ------------------------------------------------------------ merged views
-    def get_view(self, manifest_digest: str) -> FrozenMergedFS | None:
-        """The merged filesystem saved for a platform manifest, read-only and decoded lazily."""
-        return self._get_decoded("views", manifest_digest, ".fsv", decode_view)
+    def get_view(self, manifest_digest: str, snapshotter: str = OVERLAYFS) -> FrozenMergedFS | None:
+        """The merged filesystem saved for a platform manifest and snapshotter, read-only and decoded lazily."""
+        return self._get_decoded("views", manifest_digest, f".{snapshotter}.fsv",
+                                 lambda data, digest: decode_view(data, digest, snapshotter))
 
-    def put_view(self, manifest_digest: str, fs: SavedView) -> None:
+    def put_view(self, manifest_digest: str, fs: SavedView, snapshotter: str = OVERLAYFS) -> None:
         """Save ``fs``, merged from every layer of ``manifest_digest``, only after those layers were checked."""
-        self._put_encoded("views", manifest_digest, ".fsv", lambda: encode_view(fs, manifest_digest))
+        self._put_encoded("views", manifest_digest, f".{snapshotter}.fsv",
+                          lambda: encode_view(fs, manifest_digest, snapshotter))
 
-    def discard_view(self, manifest_digest: str) -> None:
+    def discard_view(self, manifest_digest: str, snapshotter: str = OVERLAYFS) -> None:
         """Drop a view its caller found inconsistent with the manifest (a miss from then on)."""
-        key = content_key("views", manifest_digest, ".fsv")
+        key = content_key("views", manifest_digest, f".{snapshotter}.fsv")
         if key is not None:
             self.store.discard(key)
 

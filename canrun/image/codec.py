@@ -14,7 +14,7 @@ names and sizes), one ``_RECORD`` per entry, the paths, the symlink/hardlink
 targets, the kept-file bytes.  Loading 60k entries is dominated by building
 the ``Entry`` objects.
 
-Merged view: JSON meta (manifest digest, layer digests, node count, kept-file
+Merged view: JSON meta (manifest digest, snapshotter, layer digests, node count, kept-file
 names), one ``frozen.NODE_RECORD`` per node, NUL-joined paths, symlink
 targets, hardlink origins, exec headers (JSON, as in the layer format),
 kept-file bytes, removed paths and the layer that removed each, with zstd's
@@ -37,6 +37,7 @@ import zstandard
 
 from canrun.image.frozen import NODE_HAS_EXEC, NODE_HAS_HARDLINK, NODE_HAS_LINK, NODE_RECORD, FrozenMergedFS, FrozenNodes
 from canrun.image.layer import make_entry
+from canrun.image.layout import OVERLAYFS
 from canrun.image.model import (ENTRY_TYPE_CODES, ENTRY_TYPES, ElfInfo, Entry, ExecInfo, LayerIndex, ScriptInfo,
                                 UnknownFormat)
 from canrun.image.node import Node
@@ -45,7 +46,8 @@ FORMAT_MAGIC = b"CRLI"
 FORMAT_VERSION = 1
 VIEW_MAGIC = b"CRFV"
 #: Bump whenever MergedFS's merge rules change: a view saved by other rules would answer differently.
-VIEW_VERSION = 1
+#: 2: the snapshotter (overlayfs or native) is part of the view.
+VIEW_VERSION = 2
 _VIEW_SECTIONS = 9
 
 _PREAMBLE = struct.Struct("<4sH")
@@ -231,7 +233,7 @@ def _split(section: bytes, count: int) -> list[str]:
     return items
 
 
-def encode_view(fs: SavedView, digest: str) -> bytes:
+def encode_view(fs: SavedView, digest: str, snapshotter: str = OVERLAYFS) -> bytes:
     """Serialise a merged view saved for platform manifest ``digest`` (format in the module docstring)."""
     records = bytearray()
     pack = NODE_RECORD.pack
@@ -261,6 +263,7 @@ def encode_view(fs: SavedView, digest: str) -> bytes:
     removed = fs.removals()
     meta = {
         "digest": digest,
+        "snapshotter": snapshotter,
         "layers": list(fs.layer_digests),
         "count": len(paths),
         "links": len(links),
@@ -284,7 +287,7 @@ def encode_view(fs: SavedView, digest: str) -> bytes:
     return _PREAMBLE.pack(VIEW_MAGIC, VIEW_VERSION) + compressor.compress(payload)
 
 
-def decode_view(blob: bytes, digest: str | None = None) -> FrozenMergedFS:
+def decode_view(blob: bytes, digest: str | None = None, snapshotter: str | None = None) -> FrozenMergedFS:
     """Inverse of ``encode_view``; raises ``CorruptRecord`` on anything unexpected.
 
     Only what every lookup needs is done here (decompress, split the path
@@ -301,6 +304,8 @@ def decode_view(blob: bytes, digest: str | None = None) -> FrozenMergedFS:
         meta = json.loads(sections[0])
         if digest is not None and meta["digest"] != digest:
             raise CorruptRecord("digest")
+        if snapshotter is not None and meta["snapshotter"] != snapshotter:
+            raise CorruptRecord("snapshotter")
         count = meta["count"]
         records = sections[1]
         if not isinstance(count, int) or len(records) != count * NODE_RECORD.size:

@@ -33,7 +33,9 @@ from typing import Any, TypeVar
 from canrun.errors import ImageCorrupt, LimitExceeded, UnsupportedManifest
 from canrun.image.cache import Cache
 from canrun.image.fs import MergedFS
+from canrun.image.layout import OVERLAYFS, SNAPSHOTTERS
 from canrun.image.lazy import is_lazy, lazy_index
+from canrun.image.walk import RootView
 from canrun.image.layer import index_layer
 from canrun.image.limits import Limits
 from canrun.image.manifest import (ImageIndex, ImageManifest, flatten, layer_compression, parse_manifest,
@@ -96,16 +98,17 @@ class ImageView:
     config: ImageConfig
     layers: list[LayerIndex]
     layer_digests: list[str] = field(default_factory=list)
-    _fs: MergedFS | None = None
+    _fs: RootView | None = None
+    snapshotter: str = OVERLAYFS
 
     @property
     def platform(self) -> Platform | None:
         return self.config.platform
 
     @property
-    def fs(self) -> MergedFS:
+    def fs(self) -> RootView:
         if self._fs is None:
-            self._fs = MergedFS.from_layers(self.layers)
+            self._fs = MergedFS.from_layers(self.layers, self.snapshotter)
         return self._fs
 
 
@@ -141,8 +144,13 @@ class ImageStore:
     """Resolve references and build image views through the registry backend and the caches."""
 
     def __init__(self, backend: RegistryBackend, *, cache: Cache | None = None, limits: Limits | None = None,
-                 layer_concurrency: int | None = None, memory_views: int = 64) -> None:
+                 layer_concurrency: int | None = None, memory_views: int = 64,
+                 snapshotter: str = OVERLAYFS) -> None:
+        if snapshotter not in SNAPSHOTTERS:
+            raise ValueError(f"unknown snapshotter {snapshotter!r}: expected one of {', '.join(SNAPSHOTTERS)}")
         self.backend = backend
+        #: How the node lays the layers out (``image/layout.py``): decides the merge rules and the view cache key.
+        self.snapshotter = snapshotter
         self.cache = cache
         self.limits = limits or Limits()
         self._flight = _SingleFlight()
@@ -312,20 +320,21 @@ class ImageStore:
         if self.cache is not None:
             # A view is saved only after the layer checks below passed for this very manifest digest,
             # which fixes every layer descriptor (digest and size): serving it skips nothing.
-            fs = await asyncio.to_thread(self.cache.get_view, descriptor.digest)
+            fs = await asyncio.to_thread(self.cache.get_view, descriptor.digest, self.snapshotter)
             if fs is not None and fs.layer_digests == layer_digests:
                 self.stats["views_cached"] += 1
-                return ImageView(ref, descriptor.digest, index_digest, config, [], layer_digests, fs)
+                return ImageView(ref, descriptor.digest, index_digest, config, [], layer_digests, fs, self.snapshotter)
             if fs is not None:
-                self.cache.discard_view(descriptor.digest)
+                self.cache.discard_view(descriptor.digest, self.snapshotter)
         # Biggest first: with more layers than slots, the layer that takes longest starts at once.
         order = sorted(range(len(manifest.layers)), key=lambda i: -manifest.layers[i].size)
         fetched = await asyncio.gather(*(self._layer(ref, manifest.layers[i]) for i in order))
         layers = [index for _, index in sorted(zip(order, fetched))]
-        view = ImageView(ref, descriptor.digest, index_digest, config, layers, layer_digests)
+        # Merged here, off the event loop, so a layer the snapshotter cannot unpack fails the view (ImageCorrupt).
+        merged = await asyncio.to_thread(MergedFS.from_layers, layers, self.snapshotter)
+        view = ImageView(ref, descriptor.digest, index_digest, config, layers, layer_digests, merged, self.snapshotter)
         if self.cache is not None:
-            merged = view._fs = await asyncio.to_thread(MergedFS.from_layers, layers)
-            await asyncio.to_thread(self.cache.put_view, descriptor.digest, merged)
+            await asyncio.to_thread(self.cache.put_view, descriptor.digest, merged, self.snapshotter)
         return view
 
     async def _config_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from canrun.checks import check_container
 from canrun.checks.context import ExecContext
 from canrun.findings import Finding
-from canrun.image.fs import MergedFS
+from canrun.image.fs import NATIVE, OVERLAYFS, MergedFS
 from canrun.image.model import ElfInfo, Entry, EntryType, ImageConfig, LayerIndex, ScriptInfo, UnknownFormat
 from canrun.platform import Platform
 from canrun.spec import Container, EnvVar, PodSpec, SecurityContext, Volume, VolumeMount
@@ -58,8 +58,8 @@ def layer(*entries: Entry, files: dict[str, bytes] | None = None, digest: str = 
     return LayerIndex(digest=digest or f"sha256:{id(entries):064x}"[:71], entries=list(entries), files=files or {})
 
 
-def merged(*layers: LayerIndex) -> MergedFS:
-    return MergedFS.from_layers(list(layers))
+def merged(*layers: LayerIndex, snapshotter: str = OVERLAYFS) -> MergedFS:
+    return MergedFS.from_layers(list(layers), snapshotter)
 
 
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n"
@@ -109,4 +109,4 @@ def errors(findings: list[Finding]) -> list[Finding]:
     return [x for x in findings if x.severity.value == "error"]
 
 
-__all__ = ["AMD64", "ARM64", "ScriptInfo", "UnknownFormat", "VolumeMount"]
+__all__ = ["AMD64", "ARM64", "NATIVE", "OVERLAYFS", "ScriptInfo", "UnknownFormat", "VolumeMount"]

@@ -1,18 +1,20 @@
-"""The merged view and the path walk: every layer-application and lookup rule the runtimes follow."""
+"""The merged view and the path walk: every layer-application (per snapshotter) and lookup rule the runtimes follow."""
 
 from __future__ import annotations
 
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from canrun.errors import ImageCorrupt
 from canrun.image.fs import (
     EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS, OK, Credentials, MergedFS, permission,
 )
 from canrun.image.model import EntryType
 
-from .build import DYN_AMD64, base_layer, d, f, hard, layer, merged, opq, sym, wh
+from .build import DYN_AMD64, NATIVE, base_layer, d, f, hard, layer, merged, opq, sym, wh
 
 
 # --------------------------------------------------------------------------- merging
@@ -79,22 +81,50 @@ def test_symlink_replaced_by_file_is_not_followed() -> None:
     assert fs.lookup("/bin/busybox").mode == 0o755
 
 
-def test_merged_usr_parents_resolve_through_symlinks() -> None:
-    # Debian's merged /usr: /bin -> usr/bin; a later layer writes /bin/tool, which lands in /usr/bin
+def test_native_snapshotter_resolves_parents_through_lower_symlinks() -> None:
+    # Debian's merged /usr: /bin -> usr/bin; a later layer writes /bin/tool, which lands in /usr/bin (one tree)
     fs = merged(layer(d("/usr"), d("/usr/bin"), sym("/bin", "usr/bin"), f("/usr/bin/sh", 0o755)),
-                layer(f("/bin/tool", 0o755)))
+                layer(f("/bin/tool", 0o755)), snapshotter=NATIVE)
     assert fs.lookup("/usr/bin/tool") is not None
     assert fs.lookup("/bin").type is EntryType.SYMLINK
     assert fs.resolve("/bin/tool").real == "/usr/bin/tool"
     # absolute symlink targets are relative to the image root, not the host
-    fs2 = merged(layer(d("/opt"), sym("/app", "/opt/app-1.0"), d("/opt/app-1.0")), layer(f("/app/run", 0o755)))
+    fs2 = merged(layer(d("/opt"), sym("/app", "/opt/app-1.0"), d("/opt/app-1.0")), layer(f("/app/run", 0o755)),
+                 snapshotter=NATIVE)
     assert fs2.lookup("/opt/app-1.0/run") is not None
 
 
-def test_whiteout_parent_resolves_through_symlink() -> None:
-    fs = merged(layer(d("/usr"), d("/usr/bin"), sym("/bin", "usr/bin"), f("/usr/bin/python3", 0o755)),
-                layer(wh("/bin/python3")))
-    assert fs.lookup("/usr/bin/python3") is None
+def test_overlayfs_resolves_parents_inside_the_layer_so_a_real_dir_hides_the_lower_symlink() -> None:
+    lower = layer(d("/usr", 0o755), d("/usr/bin", 0o711, gid=5), sym("/bin", "usr/bin"), f("/usr/bin/sh", 0o755))
+    fs = merged(lower, layer(f("/bin/tool", 0o755)))
+    assert fs.lookup("/usr/bin/tool") is None and fs.resolve("/bin/tool").real == "/bin/tool"
+    made = fs.lookup("/bin")
+    assert made.type is EntryType.DIR and (made.mode, made.gid) == (0o711, 5)  # mkparent copies the lower dir's info
+    assert fs.resolve("/bin/sh").outcome == "ENOENT" and fs.resolve("/usr/bin/sh").ok
+    assert fs.children("/bin") == ["tool"]
+    # the layer's own symlinks are followed: /app -> /opt/app-1.0 written in the same layer
+    fs2 = merged(layer(d("/opt")), layer(sym("/app", "/opt/app-1.0"), d("/opt/app-1.0"), f("/app/run", 0o755)))
+    assert fs2.lookup("/opt/app-1.0/run") is not None and fs2.lookup("/app").type is EntryType.SYMLINK
+    # a lower symlink to a lower file: the new real directory hides it as well
+    fs3 = merged(layer(d("/opt"), d("/opt/app-1.0"), sym("/app", "/opt/app-1.0")), layer(f("/app/run", 0o755)))
+    assert fs3.lookup("/opt/app-1.0/run") is None and fs3.lookup("/app").type is EntryType.DIR
+
+
+def test_whiteout_parent_resolution_depends_on_the_snapshotter() -> None:
+    lower = layer(d("/usr"), d("/usr/bin"), sym("/bin", "usr/bin"), f("/usr/bin/python3", 0o755))
+    native = merged(lower, layer(wh("/bin/python3")), snapshotter=NATIVE)
+    assert native.lookup("/usr/bin/python3") is None
+    # overlayfs: the whiteout lands in the layer's own bin/, which hides the symlink, not /usr/bin/python3
+    overlay = merged(lower, layer(wh("/bin/python3")))
+    assert overlay.lookup("/usr/bin/python3") is not None and overlay.lookup("/bin").type is EntryType.DIR
+    # written through the real path, both delete it
+    assert merged(lower, layer(wh("/usr/bin/python3"))).lookup("/usr/bin/python3") is None
+
+
+def test_overlay_opaque_dir_hides_only_lower_children() -> None:
+    fs = merged(layer(d("/etc"), d("/etc/app"), f("/etc/app/old.conf")),
+                layer(d("/etc/app"), f("/etc/app/new.conf"), opq("/etc/app"), f("/etc/app/late.conf")))
+    assert fs.children("/etc/app") == ["late.conf", "new.conf"] and fs.removed_by("/etc/app/old.conf") == 1
 
 
 def test_implied_parents_are_created() -> None:
@@ -105,18 +135,29 @@ def test_implied_parents_are_created() -> None:
     assert fs.resolve("/a/b/c/tool").ok
 
 
-def test_hardlink_into_lower_layer_takes_the_target_inode() -> None:
+def test_native_hardlink_into_lower_layer_takes_the_target_inode() -> None:
     fs = merged(layer(d("/bin"), f("/bin/busybox", 0o4755, uid=0, exec=DYN_AMD64)),
-                layer(d("/usr"), d("/usr/bin"), hard("/usr/bin/env", "/bin/busybox")))
+                layer(d("/usr"), d("/usr/bin"), hard("/usr/bin/env", "/bin/busybox")), snapshotter=NATIVE)
     node = fs.lookup("/usr/bin/env")
     assert (node.type, node.mode, node.exec, node.hardlink, node.layer) == (
         EntryType.FILE, 0o4755, DYN_AMD64, "/bin/busybox", 1)
 
 
-def test_hardlink_target_parent_resolves_through_symlinks_and_keeps_kept_file() -> None:
+def test_overlayfs_cannot_unpack_a_hardlink_to_a_lower_layer() -> None:
+    layers = (layer(d("/bin"), f("/bin/busybox", 0o755, exec=DYN_AMD64)),
+              layer(d("/usr"), d("/usr/bin"), hard("/usr/bin/env", "/bin/busybox")))
+    with pytest.raises(ImageCorrupt, match=r"layer 2 .* cannot be unpacked by containerd's overlayfs snapshotter: "
+                                           r"the hard link /usr/bin/env names /bin/busybox, a file of a lower layer"):
+        merged(*layers)
+    # a hard link to a file of the same layer is made
+    fs = merged(layer(d("/bin")), layer(d("/usr"), f("/usr/busybox", 0o755), hard("/bin/busybox", "/usr/busybox")))
+    assert fs.lookup("/bin/busybox").hardlink == "/usr/busybox"
+
+
+def test_native_hardlink_target_parent_resolves_through_symlinks_and_keeps_kept_file() -> None:
     fs = merged(layer(d("/usr"), d("/usr/etc"), sym("/etc", "usr/etc"), f("/usr/etc/passwd"),
                       files={"/usr/etc/passwd": b"root:x:0:0::/:/bin/sh\n"}),
-                layer(hard("/passwd.bak", "/etc/passwd")))
+                layer(hard("/passwd.bak", "/etc/passwd")), snapshotter=NATIVE)
     assert fs.lookup("/passwd.bak").type is EntryType.FILE
     assert fs.file("/passwd.bak") == b"root:x:0:0::/:/bin/sh\n"
     assert fs.file("/etc/passwd") == b"root:x:0:0::/:/bin/sh\n"  # through the /etc symlink

@@ -206,6 +206,11 @@ spec:
       - name: damaged
         image: <<corrupt>>
 """, pod=ON_AMD64), (Expect("image-corrupt", "error", (), "damaged"),)),
+    # a hard link to a lower layer's file: containerd's default (overlayfs) snapshotter cannot unpack the layer
+    Case("linked", "Deployment", "shop", deployment("linked", "shop", """\
+      - name: linked
+        image: <<hardlink>>
+""", pod=ON_AMD64), (Expect("image-corrupt", "error", (), "linked"),)),
     Case("hooks", "Deployment", "shop", deployment("hooks", "shop", """\
       - name: hooks
         image: <<busybox>>
@@ -267,10 +272,6 @@ spec:
     Case("web", "Deployment", "shop", deployment("web", "shop", """\
       - name: web
         image: <<usrmerge>>
-""", pod=ON_AMD64)),
-    Case("linked", "Deployment", "shop", deployment("linked", "shop", """\
-      - name: linked
-        image: <<hardlink>>
 """, pod=ON_AMD64)),
     Case("scripted", "Pod", "default", """apiVersion: v1
 kind: Pod
