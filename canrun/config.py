@@ -32,6 +32,7 @@ from typing import Any
 from canrun.errors import UsageError
 from canrun.findings import Finding, Severity, sort_key
 from canrun.image.cache import Cache, default_root
+from canrun.image.layout import OVERLAYFS, SNAPSHOTTERS
 from canrun.image.limits import Limits
 from canrun.image.store import ImageStore
 from canrun.platform import DEFAULT_CONTAINERD_VERSION, DEFAULT_PLATFORMS, Platform, parse_containerd_version, \
@@ -139,8 +140,19 @@ class NodeSettings:
                     "earlier (or use_local_image_pull) fall back to 386 / 32-bit arm "
                     f"(default: {DEFAULT_CONTAINERD_VERSION})"}))
 
+    #: How the nodes lay image layers out (containerd's snapshotter): decides how layers merge.
+    snapshotter: str = setting(
+        OVERLAYFS, file="snapshotter",
+        flag=Flag(("--snapshotter",), {
+            "choices": SNAPSHOTTERS,
+            "help": "containerd snapshotter the nodes use: overlayfs unpacks each layer into its own directory "
+                    "(a layer's bin/tool hides a lower /bin symlink; a hard link to a lower layer fails the "
+                    "pull), native unpacks into one tree (default: overlayfs)"}))
+
     def __post_init__(self) -> None:
         parse_containerd_version(self.containerd_version)  # a typo is a usage error at start-up
+        if self.snapshotter not in SNAPSHOTTERS:
+            raise UsageError(f"unknown snapshotter {self.snapshotter!r}: expected one of {', '.join(SNAPSHOTTERS)}")
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         if not self.platforms:
@@ -331,6 +343,7 @@ class FileConfig:
     platforms: tuple[Platform, ...] | None = None
     runtime: str | None = None
     containerd_version: str | None = None
+    snapshotter: str | None = None
     strict: bool | None = None
     timeout: float | None = None
     insecure_registries: tuple[str, ...] = ()
@@ -452,7 +465,7 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
         mirrors = settings.registry.mirrors
         backend = MirroredBackend(client, mirrors) if mirrors else client
         cache = Cache(settings.cache.dir) if settings.cache.enabled else None
-        store = ImageStore(backend, cache=cache, limits=settings.limits)
+        store = ImageStore(backend, cache=cache, limits=settings.limits, snapshotter=settings.nodes.snapshotter)
         yield Engine(settings, client, store,
                      Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,
                                containerd_version=settings.nodes.containerd_version))

@@ -7,6 +7,7 @@ over built-in defaults.  The format is documented in docs/configuration-file.md:
     platforms: [linux/amd64, linux/arm64]
     runtime: containerd
     containerd_version: "2.1"      # 2.1+: exact platform matching; "2.0" or "1.7": with fallbacks
+    snapshotter: overlayfs         # or native: how the nodes lay image layers out
     strict: false
     timeout: 30
     registries:
@@ -37,6 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from canrun.config import FILENAMES, RUNTIMES, FileConfig, find_config, rules_with_flags
 from canrun.errors import UsageError
 from canrun.findings import RULES, Severity
+from canrun.image.layout import SNAPSHOTTERS
 from canrun.platform import Platform, parse_containerd_version
 
 LEVELS = ("error", "warning", "info", "off")
@@ -84,6 +86,7 @@ class _File(BaseModel):
     platforms: Annotated[list[str] | None, BeforeValidator(_platform_list)] = None
     runtime: Literal[RUNTIMES] | None = None  # type: ignore[valid-type]
     containerd_version: Annotated[str | None, BeforeValidator(_containerd_version)] = None
+    snapshotter: Literal[SNAPSHOTTERS] | None = None  # type: ignore[valid-type]
     strict: StrictBool | None = None
     timeout: float | None = Field(default=None, gt=0, le=3600)
     registries: _Registries = Field(default_factory=_Registries)
@@ -205,7 +208,7 @@ def _convert(path: Path, model: _File) -> FileConfig:
 
     return FileConfig(
         path=path, platforms=platforms, runtime=model.runtime, containerd_version=model.containerd_version,
-        strict=model.strict, timeout=model.timeout,
+        snapshotter=model.snapshotter, strict=model.strict, timeout=model.timeout,
         insecure_registries=tuple(model.registries.insecure), ca_file=relative(model.registries.ca_file),
         docker_config=relative(model.registries.docker_config), mirrors=mirrors, rules=rules,
         exclude=tuple(model.exclude))

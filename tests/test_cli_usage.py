@@ -22,6 +22,7 @@ def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
         (["check", "-f", "-", "--platform", "linux/"], "invalid platform 'linux/'"),
         (["check", "-f", "-", "--containerd-version", "latest"], "invalid containerd version 'latest'"),
         (["check", "-f", "-", "--runtime", "podman"], "invalid choice"),
+        (["check", "-f", "-", "--snapshotter", "zfs"], "invalid choice"),
         (["check", "-f", "-", "--format", "xml"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -45,6 +45,7 @@ def test_every_key(tmp_path: Path) -> None:
 version: 1
 platforms: [linux/amd64, linux/aarch64]
 runtime: cri-o
+snapshotter: native
 strict: true
 timeout: 12.5
 registries:
@@ -61,6 +62,7 @@ rules:
 """))
     assert cfg.platforms == (Platform("linux", "amd64"), Platform("linux", "arm64"))
     assert (cfg.runtime, cfg.strict, cfg.timeout) == ("cri-o", True, 12.5)
+    assert cfg.snapshotter == "native"
     assert cfg.insecure_registries == ("registry.local:5000", "[::1]:5000")
     assert cfg.ca_file == tmp_path / "certs" / "ca.pem"  # relative to the file, not the cwd
     assert cfg.docker_config == Path("/etc/docker/config.json")
@@ -76,6 +78,7 @@ def test_platforms_as_one_string_like_the_flag(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, message", [
     ("strict: maybe\n", "strict: expected a valid boolean, got 'maybe'"),
     ("timeout: 0\n", "timeout: expected greater than 0"),
+    ("snapshotter: zfs\n", "snapshotter: expected 'overlayfs' or 'native'"),
     ("version: 2\n", "version: expected 1"),
     ("registries: {insecure: ['http://x']}\n", "registries.insecure[0]: 'http://x' is not a registry host[:port]"),
     ("registries: {mirrors: {docker.io: 'https://m.example'}}\n", "write host[:port][/path], not a URL"),
@@ -150,3 +153,20 @@ def test_the_documented_example_loads(tmp_path: Path) -> None:
     example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
     cfg = load_config(write(tmp_path / ".canrun.yaml", example))
     assert cfg.rules["not-verified"] is None and cfg.mirrors["docker.io"] == "mirror.example.com/dockerhub"
+
+
+def test_snapshotter_from_the_flag_over_the_file_reaches_the_image_store(tmp_path: Path) -> None:
+    from canrun.config import compose
+
+    assert compose("check", {}).nodes.snapshotter == "overlayfs"  # containerd's default
+    assert compose("check", {}, FileConfig(snapshotter="native")).nodes.snapshotter == "native"
+    assert compose("check", {"nodes.snapshotter": "overlayfs"}, FileConfig(snapshotter="native")).nodes.snapshotter == \
+        "overlayfs"
+
+
+async def test_open_engine_hands_the_snapshotter_to_the_image_store(tmp_path: Path) -> None:
+    from canrun.config import compose, open_engine
+
+    settings = compose("check", {"nodes.snapshotter": "native", "cache.dir": str(tmp_path)})
+    async with open_engine(settings) as engine:
+        assert engine.store.snapshotter == "native"
