@@ -37,14 +37,17 @@ from canrun.findings import Finding, Severity, finding
 from canrun.image.binary import INTERP_BEYOND_HEAD
 from canrun.image.node import Node
 from canrun.image.walk import (
-    CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS, OK, UNKNOWN, Credentials,
-    Mount, Resolution, permission,
+    CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS, MAX_WALK_COMPONENTS, OK,
+    UNKNOWN, Credentials, Mount, Resolution, WalkBudget, permission,
 )
 from canrun.image.model import ElfInfo, EntryType, ScriptInfo, UnknownFormat
 from canrun.platform import elf_machine_name
 
 #: exec_binprm allows this many #! rewrites; the next one is ELOOP (measured against the kernel in tests/oracle).
 MAX_INTERP_DEPTH = 5
+#: Path components one container's lookups walk at most (the command, its PATH candidates, interpreters,
+#: loaders): a few kernel-sized lookups; a hostile image (padded symlinks, thousands of PATH entries) stops here.
+JUDGE_WALK_COMPONENTS = 4 * MAX_WALK_COMPONENTS
 
 _BLOCKING = {"command-not-found", "command-not-executable", "exec-format", "interpreter-not-found",
              "loader-not-found"}
@@ -105,13 +108,15 @@ class Judge:
     creds: Credentials
     mounts: Sequence[Mount]
     findings: list[Finding] = field(default_factory=list)
+    #: Path components all of this judgement's lookups may walk together (bounded work per container).
+    budget: WalkBudget = field(default_factory=lambda: WalkBudget(JUDGE_WALK_COMPONENTS))
     #: Facts for the mislabeled-image note: the ELF that would finally run.
     final_elf: ElfInfo | None = None
     final_path: str | None = None
 
     # ---------------------------------------------------------------- helpers
     def resolve(self, path: str) -> Resolution:
-        return self.ctx.fs.resolve(path, self.process.cwd, creds=self.creds, mounts=self.mounts)
+        return self.ctx.fs.resolve(path, self.process.cwd, creds=self.creds, mounts=self.mounts, budget=self.budget)
 
     def add(self, rule: str, message: str, *, hint: str | None = None, severity: Severity | None = None,
             **evidence: Any) -> None:
@@ -187,6 +192,10 @@ class Judge:
             return None
         if search.unknown is not None:
             candidate = search.unknown.path
+            if search.unknown.reason:
+                self.add("not-verified", f"looking up {argv0!r} on PATH was not judged: {search.unknown.reason}",
+                         path=candidate, searched_entries=len(search.dirs))
+                return None
             self.add("not-verified", f"looking up {argv0!r} on PATH reaches {candidate}, inside the "
                      f"{_mount_desc(search.unknown)}: whether it is there is only known at run time",
                      path=candidate, searched=search.dirs)
@@ -269,7 +278,9 @@ class Judge:
 
     def path_failure(self, res: Resolution, what: str, *, rule_missing: str = "command-not-found",
                      hint_missing: str | None = None) -> None:
-        if res.outcome == UNKNOWN:
+        if res.outcome == UNKNOWN and res.reason:
+            self.add("not-verified", f"{what} was not judged: {res.reason}", **self.evidence_of(res))
+        elif res.outcome == UNKNOWN:
             self.add("not-verified", f"{what} is inside the {_mount_desc(res)}: canrun cannot see what will be "
                      f"there", **self.evidence_of(res))
         elif res.outcome == EACCES:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -233,8 +234,13 @@ class Cache:
 
     def _put_encoded(self, kind: str, digest: str, suffix: str, encode: Callable[[], bytes]) -> None:
         key = content_key(kind, digest, suffix)
-        if key is not None:
-            self.store.write(key, encode())
+        if key is None:
+            return
+        try:
+            data = encode()
+        except (struct.error, OverflowError, ValueError):
+            return  # a record the format cannot hold (a number beyond its field) is not cached: only slower
+        self.store.write(key, data)
 
     # ------------------------------------------------------------ blobs
     def get_blob(self, digest: str) -> bytes | None:

@@ -50,7 +50,7 @@ from canrun.image.model import Entry, EntryType, LayerIndex
 from canrun.image.node import NO_LAYER, Node, Opaque, components, join, parent_of
 from canrun.image.walk import (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, EACCES, ELOOP, ENOENT, ENOTDIR, MAX_SYMLINKS,
                                OK, ROOT, UNKNOWN, Credentials, Hop, Mount, Resolution, RootView, Tree, permission,
-                               removed_by, root_path)
+                               removed_by, root_path, root_path_memo)
 
 _FILE, _DIR, _SYMLINK, _HARDLINK = EntryType.FILE, EntryType.DIR, EntryType.SYMLINK, EntryType.HARDLINK
 _WHITEOUT, _OPAQUE = EntryType.WHITEOUT, EntryType.OPAQUE
@@ -69,6 +69,10 @@ class MergedFS(RootView):
         #: real path -> 0-based layer whose whiteout (or opaque marker) deleted it
         self._removed: dict[str, int] = {}
         self.layer_digests: list[str] = []
+        #: literal parent path -> real path, for the merge (cleared whenever a symlink appears or a node goes)
+        self._parents: dict[str, str] = {}
+        #: the same for the layer being unpacked into its own directory (overlayfs)
+        self._own_parents: dict[str, str] = {}
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -132,6 +136,7 @@ class MergedFS(RootView):
         a hard link must name a file of the same layer.
         """
         own: dict[str, Node] = {"/": self._nodes["/"]}
+        self._own_parents = {}
         files = layer.files
         for entry in layer.entries:
             kind = entry.type
@@ -160,7 +165,7 @@ class MergedFS(RootView):
         hidden by the new directory, which copies the metadata of the lower
         directory the path led to (``mkparent``'s copyDirInfo), else 0755 root.
         """
-        real = root_path(own.get, path)
+        real = root_path_memo(own.get, self._own_parents, path)
         node = own.get(real)
         if node is not None and node.type is _DIR:
             return real
@@ -188,9 +193,9 @@ class MergedFS(RootView):
             current = child
         return current
 
-    @staticmethod
-    def _forget(own: dict[str, Node], path: str) -> None:
+    def _forget(self, own: dict[str, Node], path: str) -> None:
         """Drop ``path`` and what the layer wrote under it from ``own`` (it was just replaced)."""
+        self._own_parents.clear()
         own.pop(path, None)
         prefix = path + "/"
         for stale in [p for p in own if p.startswith(prefix)]:
@@ -239,6 +244,9 @@ class MergedFS(RootView):
         if content is not None:
             self._files[path] = content
         self._removed.pop(path, None)
+        if kind is _SYMLINK:
+            self._parents.clear()
+            self._own_parents.clear()
         if own is not None:
             own[path] = node
 
@@ -285,6 +293,7 @@ class MergedFS(RootView):
         node = self._nodes.pop(path, None)
         if node is None:
             return
+        self._parents.clear()
         self._files.pop(path, None)
         parent = _parent(path)
         siblings = self._children.get(parent)
@@ -302,8 +311,10 @@ class MergedFS(RootView):
                         stack.append(child)
 
     def _root_path(self, path: str) -> str:
-        """containerd's ``fs.RootPath`` over what is merged so far."""
-        return root_path(self._nodes.get, path)
+        """containerd's ``fs.RootPath`` over what is merged so far (memoised per prefix)."""
+        if path != "/" and ("/." in path or "//" in path or path.endswith("/")):
+            return root_path(self._nodes.get, path)  # not a clean path: the plain walk handles . and ..
+        return root_path_memo(self._nodes.get, self._parents, path)
 
     def _hardlink_path(self, link: str) -> str:
         """The hardlink target: its parent through symlinks, its last component as is (link(2) does not follow)."""

@@ -117,6 +117,18 @@ def _signed_checksum(block: bytes) -> int:
     return sum(b - 256 if b >= 128 else b for b in raw)
 
 
+#: Go's archive/tar parses every number as an int64 (strconv.ParseInt(…, 64), base-256 with an overflow
+#: check) and refuses the header otherwise, so containerd cannot unpack such a layer.
+INT64_MAX = (1 << 63) - 1
+
+
+def _beyond_64_bits(what: str, value: object) -> str:
+    shown = str(value)
+    shown = shown if len(shown) <= 40 else shown[:40] + "…"
+    return (f"the {what} {shown} does not fit in 64 bits: Go's archive/tar (containerd's unpacker) refuses the "
+            f"header, so the layer cannot be unpacked")
+
+
 def parse_number(field: bytes) -> int:
     """A numeric header field: octal text, or GNU/star base-256 when the top bit is set."""
     if field and field[0] & 0x80:
@@ -324,6 +336,8 @@ class TarReader:
                 raise self._error(f"invalid numeric field in tar header: {exc}", at) from None
         if (mode_v | uid_v | gid_v | size_v) < 0:
             raise self._error("negative number in tar header", at)
+        if size_v > INT64_MAX:
+            raise self._error(_beyond_64_bits("size", size_v), at)
 
         if typeflag in _META_TYPES:
             self._start_meta(typeflag, size_v, at)
@@ -403,9 +417,12 @@ class TarReader:
 
     def _gnu_realsize(self, block: bytes, at: int) -> int:
         try:
-            return parse_number(block[483:495])
+            value = parse_number(block[483:495])
         except ValueError:
             raise self._error("invalid GNU sparse real size", at) from None
+        if not 0 <= value <= INT64_MAX:
+            raise self._error(_beyond_64_bits("GNU sparse real size", value), at)
+        return value
 
     def _sparse_extension(self, buf: bytes, off: int, at: int, out: list[TarMember]) -> None:
         if not buf[off + 504]:
@@ -497,6 +514,8 @@ class TarReader:
         raw = pax[key]
         if not raw.isdigit():
             raise self._error(f"invalid PAX {key} {raw[:40]!r}", at)
+        if len(raw) > 19 or int(raw) > INT64_MAX:  # 19 digits hold every int64; longer ones never parse
+            raise self._error(_beyond_64_bits(f"PAX {key}", raw[:41].decode()), at)
         return int(raw)
 
     def _pax_str(self, pax: dict[str, bytes], key: str, at: int) -> str:

@@ -29,6 +29,10 @@ from canrun.image.node import Node, Opaque, ancestors, clean, components, join, 
 MAX_SYMLINKS = 40
 #: containerd's RootPath gives up after this many links while unpacking.
 ROOTPATH_MAX_LINKS = 255
+#: The most components one lookup can make the kernel walk: the path and 40 symlink bodies, each shorter than
+#: PATH_MAX (4096 bytes: symlink(2) refuses longer targets, so no unpacked layer holds one), at one component
+#: per two bytes (``./``).  A walk past it cannot be the kernel's; it stops there (UNKNOWN, with a reason).
+MAX_WALK_COMPONENTS = (MAX_SYMLINKS + 1) * 2048
 
 # Capability names (without the CAP_ prefix) that bypass discretionary access checks.
 CAP_DAC_OVERRIDE = "DAC_OVERRIDE"
@@ -147,6 +151,8 @@ class Resolution:
     mount: Mount | None = None
     #: Some directory was searchable only through CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH.
     used_capability: bool = False
+    #: Why an UNKNOWN outcome that no mount caused is unknown (the walk ran out of work).
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -190,6 +196,33 @@ def root_path(lookup: Callable[[str], Node | Opaque | None], path: str) -> str:
     return current
 
 
+def root_path_memo(lookup: Callable[[str], Node | Opaque | None], memo: dict[str, str], path: str) -> str:
+    """``root_path`` of a clean absolute path, resolved one component at a time over memoised prefixes.
+
+    RootPath(a/b/c) is RootPath(RootPath(a/b)/c): a prefix resolves the same
+    whatever follows it, so while the tree's symlinks stay as they are (the
+    caller clears ``memo`` when one is added or a node removed) each prefix is
+    resolved once, however many entries sit under it and however long the
+    symlink chain it goes through.
+    """
+    if path == "/":
+        return "/"
+    hit = memo.get(path)
+    if hit is not None:
+        return hit
+    comps = components(path)
+    start, current = 0, "/"
+    for i in range(len(comps) - 1, 0, -1):
+        found = memo.get("/" + "/".join(comps[:i]))
+        if found is not None:
+            start, current = i, found
+            break
+    for j in range(start, len(comps)):
+        current = root_path(lookup, join(current, comps[j]))
+        memo["/" + "/".join(comps[:j + 1])] = current
+    return current
+
+
 def removed_by(removals: Mapping[str, int], path: str) -> int | None:
     """The layer that removed ``path`` or its nearest removed ancestor, from a ``real path -> layer`` table."""
     current = path
@@ -202,10 +235,24 @@ def removed_by(removals: Mapping[str, int], path: str) -> int | None:
         current = parent_of(current)
 
 
+class WalkBudget:
+    """Path components several lookups may walk together (one container's judgement): work stays bounded
+    however many ``PATH`` entries lead through however many padded symlinks."""
+
+    __slots__ = ("left", "total")
+
+    def __init__(self, components: int) -> None:
+        self.left = self.total = components
+
+
 def resolve(tree: Tree, path: str, cwd: str = "/", *, creds: Credentials = ROOT, follow: bool = True,
-            mounts: Sequence[Mount] = ()) -> Resolution:
-    """Walk ``path`` as the kernel does for ``creds``, with ``mounts`` laid over ``tree``."""
-    return _Walk(tree, creds, mounts).walk(path, cwd, follow)
+            mounts: Sequence[Mount] = (), budget: WalkBudget | None = None) -> Resolution:
+    """Walk ``path`` as the kernel does for ``creds``, with ``mounts`` laid over ``tree``.
+
+    The walk visits at most ``MAX_WALK_COMPONENTS`` components, and no more
+    than ``budget`` has left; past either it stops with UNKNOWN and a reason.
+    """
+    return _Walk(tree, creds, mounts, budget).walk(path, cwd, follow)
 
 
 def read_file(tree: Tree, path: str) -> bytes | None:
@@ -247,16 +294,18 @@ class RootView(ABC):
         return read_file(self, path)
 
     def resolve(self, path: str, cwd: str = "/", *, creds: Credentials = ROOT, follow: bool = True,
-                mounts: Sequence[Mount] = ()) -> Resolution:
-        return resolve(self, path, cwd, creds=creds, follow=follow, mounts=mounts)
+                mounts: Sequence[Mount] = (), budget: WalkBudget | None = None) -> Resolution:
+        return resolve(self, path, cwd, creds=creds, follow=follow, mounts=mounts, budget=budget)
 
 
 class _Walk:
     """The state of one lookup."""
 
-    def __init__(self, tree: Tree, creds: Credentials, mounts: Sequence[Mount]) -> None:
+    def __init__(self, tree: Tree, creds: Credentials, mounts: Sequence[Mount], budget: WalkBudget | None) -> None:
         self.tree = tree
         self.creds = creds
+        self.budget = budget
+        self.steps = 0
         self.mounts = sorted(mounts, key=lambda m: len(m.path), reverse=True)
         self._mount_dirs: set[str] = set()
         for m in self.mounts:
@@ -299,8 +348,20 @@ class _Walk:
         pending.reverse()
         links = 0
         current_node, _ = self.node_at(current)
+        budget = self.budget
         while pending:
             name = pending.pop()
+            self.steps += 1
+            if self.steps > MAX_WALK_COMPONENTS or (budget is not None and budget.left <= 0):
+                res.outcome, res.real = UNKNOWN, current
+                res.reason = (f"resolving {path} walks more than {MAX_WALK_COMPONENTS} path components, more "
+                              f"than the kernel ever walks for one lookup" if self.steps > MAX_WALK_COMPONENTS else
+                              f"judging this container took more than {budget.total if budget else 0} path "
+                              f"components of lookups (symlinks padded with ./, a PATH of many entries), the "
+                              f"most canrun spends on one container")
+                return res
+            if budget is not None:
+                budget.left -= 1
             # may_lookup: search permission on the directory we are in
             if isinstance(current_node, Node):
                 allowed, by_cap = permission(current_node, self.creds)
@@ -356,5 +417,6 @@ class _Walk:
 __all__ = [
     "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "Credentials", "EACCES", "ELOOP", "ENOENT", "ENOTDIR", "Hop",
     "MAX_SYMLINKS", "Mount", "OK", "ROOT", "ROOTPATH_MAX_LINKS", "Resolution", "RootView", "Tree", "UNKNOWN",
-    "permission", "read_file", "removed_by", "resolve", "root_path",
+    "MAX_WALK_COMPONENTS", "WalkBudget", "permission", "read_file", "removed_by", "resolve", "root_path",
+    "root_path_memo",
 ]

@@ -373,3 +373,23 @@ def test_shebang_without_an_interpreter_name_is_eacces_as_the_kernel_says() -> N
     # a name, even one that does not exist, is still interpreter-not-found
     assert rules(run(image(d("/app"), script("/app/run", "#!/nope")), container(["/app/run"]))) == [
         "interpreter-not-found"]
+
+
+def test_lookups_through_padded_symlinks_and_a_huge_path_stop_at_a_work_bound() -> None:
+    """40 symlinks chaining into each other through runs of ./ and a PATH of 1,500 entries through them: the
+    judgement stops at its work bound with not-verified instead of walking 120 million components."""
+    from canrun.image.walk import MAX_WALK_COMPONENTS
+
+    pad = "./" * 2000
+    links = [sym(f"/s{i}", pad + (f"s{i + 1}" if i < 39 else "d")) for i in range(40)]
+    fs = image(d("/d"), *links)
+    path = ":".join(f"/s0/p{i}" for i in range(1500))
+    found = run(fs, container(["tool"], env=[("PATH", path)]))
+    assert rules(found) == ["not-verified"], found
+    assert "was not judged" in found[0].message and "path components" in found[0].message
+    # one lookup longer than the kernel ever walks stops too, and says so
+    deep = "/" + "/".join(["."] * (MAX_WALK_COMPONENTS + 10)) + "/bin/sh"
+    found = run(image(), container([deep]))
+    assert rules(found) == ["not-verified"] and "more than the kernel ever walks" in found[0].message
+    # an ordinary PATH through the same symlinks is judged as before
+    assert rules(run(image(d("/d"), *links, f("/d/tool", 0o755)), container(["tool"], env=[("PATH", "/s0")]))) == []

@@ -196,3 +196,13 @@ def test_concurrent_writers_never_produce_a_torn_read(tmp_path: Path) -> None:
 def test_cache_format_rejects_unknown_exec_kind(tmp_path: Path) -> None:
     with pytest.raises(cache_mod.CorruptRecord):
         cache_mod._exec_from_json([0, "macho"])
+
+
+def test_int64_numbers_round_trip_and_a_record_the_format_cannot_hold_is_not_cached(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    big = LayerIndex(DIGEST, [Entry("/app", EntryType.FILE, 0o755, (1 << 63) - 1, (1 << 63) - 1, (1 << 63) - 1)], {})
+    cache.put_layer(big)
+    assert cache.get_layer(DIGEST) == big
+    other = "sha256:" + "e" * 64
+    cache.put_layer(LayerIndex(other, [Entry("/app", EntryType.FILE, 0o755, 1 << 64, 0, 0)], {}))  # no struct.error
+    assert cache.get_layer(other) is None

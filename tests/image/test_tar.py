@@ -322,3 +322,40 @@ def test_sparse_files_from_gnu_tar(tmp_path) -> None:
         assert got["sparse"].size == 5 * 1024 * 1024 + 4, fmt
         assert got["sparse"].sparse and got["sparse"].type == REGULAR
         assert got["after"].size == 5
+
+
+def _pax_then_file(*records: tuple[str, bytes]) -> bytes:
+    body = b""
+    for key, value in records:
+        text = f" {key}=".encode() + value + b"\n"
+        length = len(text) + len(str(len(text)))
+        length = len(text) + len(str(length))
+        body += str(length).encode() + text
+    ti = tarfile.TarInfo("PaxHeaders/app")
+    ti.type, ti.size = tarfile.XHDTYPE, len(body)
+    head = ti.tobuf(format=tarfile.USTAR_FORMAT)
+    app = tarfile.TarInfo("app")
+    return head + body + bytes(-len(body) % 512) + app.tobuf(format=tarfile.USTAR_FORMAT) + bytes(1024)
+
+
+@pytest.mark.parametrize("data", [
+    _pax_then_file(("uid", b"3" * 25)),
+    _pax_then_file(("gid", b"9" * 5000)),  # longer than Python's int() takes: still one clear error
+    _pax_then_file(("GNU.sparse.name", b"app"), ("GNU.sparse.realsize", str(1 << 64).encode())),
+    _pax_then_file(("size", str(1 << 63).encode())),
+], ids=["pax-uid", "pax-gid-5000-digits", "sparse-realsize", "pax-size"])
+def test_numbers_beyond_64_bits_are_refused_as_go_archive_tar_refuses_them(data: bytes) -> None:
+    with pytest.raises(LayerError, match="does not fit in 64 bits: Go's archive/tar"):
+        list(TarReader().feed(data))
+
+
+def test_a_base256_size_beyond_64_bits_is_refused_and_int64_max_is_not() -> None:
+    block = bytearray(tarfile.TarInfo("app").tobuf(format=tarfile.GNU_FORMAT)[:512])
+    block[124:136] = b"\x80" + (1 << 70).to_bytes(11, "big")
+    block[148:156] = b" " * 8
+    block[148:155] = b"%06o\0" % sum(block)
+    with pytest.raises(LayerError, match="size 1180591620717411303424 does not fit in 64 bits"):
+        list(TarReader().feed(bytes(block)))
+    ok = _pax_then_file(("uid", str((1 << 63) - 1).encode()))
+    (app,) = [m for m in TarReader().feed(ok) if m.name == "app"]
+    assert app.uid == (1 << 63) - 1

@@ -357,3 +357,39 @@ def test_view_file_names_its_manifest_and_layers(tmp_path: Path) -> None:
     meta = _meta(encode_view(_sample(), DIGEST))
     assert meta["digest"] == DIGEST
     assert meta["layers"] == ["sha256:" + "01" * 32, "sha256:" + "02" * 32]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_stacks(), st.sampled_from([OVERLAYFS, NATIVE]))
+def test_memoised_parent_resolution_merges_as_the_plain_walk_does(stack: list[LayerIndex], snapshotter: str) -> None:
+    """The merge resolves each parent prefix once (a layer of padded symlinks with thousands of members under
+    them is linear, not quadratic); the result is the merge that resolves every parent from scratch."""
+    import canrun.image.fs as fs_module
+    from canrun.image.walk import root_path
+
+    def merge() -> list[tuple[object, ...]] | str:
+        try:
+            fs = MergedFS.from_layers(stack, snapshotter)
+        except ImageCorrupt as exc:
+            return str(exc)
+        return sorted((n.path, n.type, n.mode, n.link, n.hardlink, n.layer) for n in fs.nodes())
+
+    memoised = merge()
+    original = fs_module.root_path_memo
+    fs_module.root_path_memo = lambda lookup, memo, path: root_path(lookup, path)  # type: ignore[assignment]
+    try:
+        plain = merge()
+    finally:
+        fs_module.root_path_memo = original
+    assert memoised == plain
+
+
+def test_padded_symlinks_with_many_members_under_them_merge_in_linear_work() -> None:
+    """40 symlinks chaining into each other through runs of ./, 10,000 members under the first."""
+    pad = "./" * 2000
+    links = [sym(f"/s{i}", pad + (f"s{i + 1}" if i < 39 else "d")) for i in range(40)]
+    members = [f(f"/s0/f{i}", 0o755) for i in range(10_000)]
+    for snapshotter in (OVERLAYFS, NATIVE):
+        fs = MergedFS.from_layers([layer(d("/x")), layer(d("/d"), *links, *members, digest="sha256:" + "1" * 64)],
+                                  snapshotter)
+        assert fs.lookup("/d/f9999") is not None and fs.lookup("/s0").type is EntryType.SYMLINK

@@ -52,6 +52,36 @@ def batch(hostile: dict[str, cases.Pushed], local_registry: Any, tmp_path_factor
     return result, json.loads(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def cached_batches(hostile: dict[str, cases.Pushed], local_registry: Any, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[list[CliResult], list[dict[str, Any]]]:
+    """The same catalogue with the cache on, twice: the first run writes every record, the second reads them."""
+    directory = tmp_path_factory.mktemp("hostile-manifests-cached")
+    for name, case in hostile.items():
+        if not case.heavy:
+            (directory / f"{name}.yaml").write_text(yaml.safe_dump(deployment(name, case.ref)))
+    cache = tmp_path_factory.mktemp("hostile-cache")
+    results = [run_cli(["check", "-f", str(directory), "--format", "json", "--cache-dir", str(cache),
+                        "--insecure-registry", local_registry.host, "--timeout", "20"], kill_after=180)
+               for _ in range(2)]
+    for result in results:
+        result.assert_clean()
+    return results, [json.loads(r.stdout) for r in results]
+
+
+@pytest.mark.parametrize("name", [n for n in cases.NAMES if n not in ("gzip-bomb", "zstd-bomb", "million-entries")])
+def test_hostile_image_finding_with_the_cache_on_cold_and_warm(
+        name: str, cached_batches: tuple[list[CliResult], list[dict[str, Any]]],
+        hostile: dict[str, cases.Pushed]) -> None:
+    """The cache encodes what the reader accepted (no struct.error) and a warm run answers as the cold one."""
+    _, docs = cached_batches
+    cold, warm = (_findings_for(doc, name) for doc in docs)
+    assert _matches(cold, hostile[name].expect), json.dumps(cold, indent=1)
+    # the same verdicts; a warm run may word one differently (a misstated size is caught by the cached record)
+    assert _matches(warm, hostile[name].expect), json.dumps(warm, indent=1)
+    assert [(f["rule"], f["severity"]) for f in warm] == [(f["rule"], f["severity"]) for f in cold]
+
+
 def test_batch_is_bounded_and_fails_on_errors(batch: tuple[CliResult, dict[str, Any]]) -> None:
     result, doc = batch
     assert result.code == 1, result.stderr  # image-corrupt findings are errors
