@@ -385,7 +385,7 @@ def _config_doc(ref: Reference, descriptor: Descriptor, body: bytes) -> dict[str
                            f"the manifest gives its size as {descriptor.size}")
     try:
         doc = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
         raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise ImageCorrupt(f"{ref}: the image config {descriptor.digest} is not a JSON object")

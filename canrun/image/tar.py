@@ -64,6 +64,7 @@ assert _HEADER.size == BLOCK
 _USTAR_MAGIC = b"ustar\x0000"  # POSIX ustar and pax: the prefix field extends the name
 _ZERO_BLOCK = bytes(BLOCK)
 _NUL8 = bytes(8)
+_INT64_MAX = (1 << 63) - 1
 
 # Reader states.
 _HEADER_STATE, _SKIP, _CAPTURE, _ZERO, _SPARSE_EXT, _END = range(6)
@@ -494,10 +495,13 @@ class TarReader:
             self._pax.update(records)
 
     def _pax_int(self, pax: dict[str, bytes], key: str, at: int) -> int:
+        # Go parses these with strconv.ParseInt(v, 10, 64): more than int64 is a header error there, and
+        # int() would raise ValueError on a record of more than 4300 digits.
         raw = pax[key]
-        if not raw.isdigit():
+        digits = raw.lstrip(b"0")
+        if not raw.isdigit() or len(digits) > 19 or int(digits or b"0") > _INT64_MAX:
             raise self._error(f"invalid PAX {key} {raw[:40]!r}", at)
-        return int(raw)
+        return int(digits or b"0")
 
     def _pax_str(self, pax: dict[str, bytes], key: str, at: int) -> str:
         raw = pax[key]

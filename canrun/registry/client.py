@@ -351,7 +351,7 @@ class RegistryClient:
             try:
                 errors = json.loads(await self.transport.read_prefix(resp, MAX_ERROR_BODY)).get("errors") or []
                 code = str(errors[0].get("code") or "")[:60] if errors else ""
-            except (ValueError, AttributeError, TypeError, IndexError):
+            except (ValueError, AttributeError, TypeError, IndexError, RecursionError):
                 code = ""
         detail = f" {code}" if code else ""
         if status in (401, 403):
