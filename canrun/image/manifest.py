@@ -186,7 +186,7 @@ def parse_manifest(descriptor: Descriptor, body: bytes) -> ImageIndex | ImageMan
     if not isinstance(doc, dict):
         raise ImageCorrupt(f"manifest {where} is not a JSON object")
     media_type = doc.get("mediaType") or descriptor.media_type or ""
-    if doc.get("schemaVersion") == 1 or media_type in SCHEMA1_TYPES:
+    if doc.get("schemaVersion") == 1 or (isinstance(media_type, str) and media_type in SCHEMA1_TYPES):
         raise UnsupportedManifest(
             f"manifest {where} is Docker schema 1, which current runtimes no longer pull; rebuild or re-push the "
             f"image with a current tool")

@@ -511,12 +511,15 @@ class TarReader:
             self._pax.update(records)
 
     def _pax_int(self, pax: dict[str, bytes], key: str, at: int) -> int:
+        # Go parses these with strconv.ParseInt(v, 10, 64): more than int64 is a header error there, and
+        # int() would raise ValueError on a record of more than 4300 digits.
         raw = pax[key]
+        digits = raw.lstrip(b"0")
         if not raw.isdigit():
             raise self._error(f"invalid PAX {key} {raw[:40]!r}", at)
-        if len(raw) > 19 or int(raw) > INT64_MAX:  # 19 digits hold every int64; longer ones never parse
+        if len(digits) > 19 or int(digits or b"0") > INT64_MAX:  # 19 digits hold every int64
             raise self._error(_beyond_64_bits(f"PAX {key}", raw[:41].decode()), at)
-        return int(raw)
+        return int(digits or b"0")
 
     def _pax_str(self, pax: dict[str, bytes], key: str, at: int) -> str:
         raw = pax[key]

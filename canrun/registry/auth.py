@@ -487,7 +487,7 @@ class RegistryAuth:
             answer = untrusted_json.loads(raw_answer)
             token = answer.get("token") or answer.get("access_token")
             lifetime = float(answer.get("expires_in") or MIN_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError, RecursionError) as exc:
             raise RegistryAuthError(f"the token server of {host} gave an unreadable answer", host=host) from exc
         if not isinstance(token, str) or not token:
             raise RegistryAuthError(f"the token server of {host} gave no token", host=host)

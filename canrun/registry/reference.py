@@ -104,7 +104,9 @@ class Reference:
         if registry is not None and not _HOST.fullmatch(registry):
             raise InvalidReference(f"invalid image reference {text!r}: invalid registry host {registry!r}")
         port = _PORT.search(registry) if registry is not None else None
-        if port is not None and not 1 <= int(port.group(1)) <= 65535:
+        port_digits = port.group(1).lstrip("0") if port is not None else ""
+        # (checked by length first: int() refuses strings of more than 4300 digits with a ValueError)
+        if port is not None and (len(port_digits) > 5 or not 1 <= int(port_digits or "0") <= 65535):
             # the grammar allows any digits, but a TCP port is 16 bits: 70716 must not wrap to 5180
             raise InvalidReference(f"invalid image reference {text!r}: port {port.group(1)} of {registry!r} is not "
                                    f"between 1 and 65535")
