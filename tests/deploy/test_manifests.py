@@ -282,6 +282,7 @@ def test_rbac_is_least_privilege() -> None:
     assert grants == {
         ("", "nodes", "list"), ("", "nodes", "watch"),          # the node watch
         ("", "namespaces", "get"),                              # the canrun.io/mode label
+        ("", "namespaces", "list"),                             # the start-up probe (webhook/main.py)
         ("", "pods", "list"), ("", "pods", "watch"),            # warm-up
         ("networking.k8s.io", "servicecidrs", "list"),          # the SSRF guard's Service ranges
         ("", "secrets", "get"), ("", "serviceaccounts", "get"),  # pull secrets, by name
