@@ -135,6 +135,8 @@ async def run(args: argparse.Namespace, settings: Settings, *, stdout: TextIO, s
         stderr.write(f"canrun: applied {written} PolicyReport(s)\n")
     for error in result.inventory.errors:
         stderr.write(f"canrun: skipped an unreadable object: {error}\n")
+    for kind in result.inventory.unserved:
+        stderr.write(f"canrun: the API server does not serve {kind}: none audited\n")
     if dumps and not result.inventory.items and result.inventory.errors:
         return 2  # nothing of the dump could be judged
     if result.has_errors and not args.exit_zero:

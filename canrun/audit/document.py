@@ -113,6 +113,7 @@ def audit_document(run: AuditRun) -> dict[str, Any]:
         "findings": [_finding(run, f) for f in findings],
         "suppressed": [_finding(run, f) for f in report.suppressed],
         "unreadable": [str(e) for e in run.inventory.errors],
+        "unserved_kinds": list(run.inventory.unserved),
         "pins": [{"resource": _resource_dict(p.workload.resource), "label": str(p.workload.resource),
                   "kept": [str(x) for x in p.plan.runnable],
                   "excluded": [{"platform": str(x), "because": list(why)} for x, why in p.plan.excluded]}

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from canrun.audit.model import Inventory, InventoryItem, ObjectRef
-from canrun.errors import ManifestError
+from canrun.errors import ClusterError, ManifestError
 from canrun.kube.workloads import workload_from_object
 from canrun.spec import SourceLocation
 
@@ -58,14 +58,32 @@ class ObjectLister(Protocol):
 
 
 async def list_workload_objects(cluster: ObjectLister, *, namespaces: Sequence[str] | None = None,
-                                label_selector: str | None = None) -> list[dict[str, Any]]:
-    """Every object of a workload kind in the namespaces (all when None), listed concurrently."""
+                                label_selector: str | None = None,
+                                unserved: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every object of a workload kind in the namespaces (all when None), listed concurrently.
+
+    A kind the server does not serve (404: batch/v1 CronJob before Kubernetes 1.21) holds no objects
+    there: it is passed over and named in ``unserved``, rather than failing the whole audit.
+    """
     scopes: Sequence[str | None] = list(dict.fromkeys(namespaces)) if namespaces else [None]
-    calls = [asyncio.to_thread(cluster.list_objects, api_version, kind, ns, label_selector)
-             for api_version, kind in WORKLOAD_KINDS for ns in scopes]
+
+    def listing(api_version: str, kind: str, ns: str | None) -> list[dict[str, Any]] | None:
+        try:
+            return cluster.list_objects(api_version, kind, ns, label_selector)
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    calls = [asyncio.to_thread(listing, api_version, kind, ns) for api_version, kind in WORKLOAD_KINDS
+             for ns in scopes]
     objects: list[dict[str, Any]] = []
     for (api_version, kind), listed in zip(((a, k) for a, k in WORKLOAD_KINDS for _ in scopes),
                                            await asyncio.gather(*calls)):
+        if listed is None:
+            if unserved is not None and f"{api_version} {kind}" not in unserved:
+                unserved.append(f"{api_version} {kind}")
+            continue
         for obj in listed:
             # list items come without apiVersion/kind; workload_from_object needs them
             objects.append({**obj, "apiVersion": obj.get("apiVersion") or api_version,
@@ -171,5 +189,9 @@ def _top(obj: Mapping[str, Any], by_uid: Mapping[str, Mapping[str, Any]]
 async def collect(cluster: ObjectLister, *, namespaces: Sequence[str] | None = None,
                   label_selector: str | None = None) -> Inventory:
     """List the cluster's workloads and fold them: the inventory an audit judges."""
-    objects = await list_workload_objects(cluster, namespaces=namespaces, label_selector=label_selector)
-    return build_inventory(objects)
+    unserved: list[str] = []
+    objects = await list_workload_objects(cluster, namespaces=namespaces, label_selector=label_selector,
+                                          unserved=unserved)
+    inventory = build_inventory(objects)
+    inventory.unserved = unserved
+    return inventory

@@ -59,6 +59,8 @@ class Inventory:
     listed: dict[str, int] = field(default_factory=dict)
     #: Objects whose pod spec could not be read; reported, never fatal for the audit.
     errors: list[ManifestError] = field(default_factory=list)
+    #: Workload kinds the API server does not serve ("batch/v1 CronJob" before 1.21): none of them to judge.
+    unserved: list[str] = field(default_factory=list)
     _index: dict[tuple[str, str, str], ObjectRef] = field(default_factory=dict, repr=False, compare=False)
 
     @property

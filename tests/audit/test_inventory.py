@@ -102,3 +102,28 @@ def test_collect_lists_through_the_api_with_namespaces_and_selector(kubeapi: Kub
     selected = asyncio.run(collect(cluster, label_selector="tier=front"))
     assert judged(selected) == [("Deployment", "shop", "web")]
     assert selected.items[0].folded == {"ReplicaSet": 2, "Pod": 3}
+
+
+def test_a_kind_the_server_does_not_serve_is_passed_over_and_named() -> None:
+    """Kubernetes 1.20 answers 404 for batch/v1 CronJob; any other error still fails the audit."""
+    from canrun.errors import ClusterError
+
+    class Lister:
+        def __init__(self, status: int) -> None:
+            self.status = status
+
+        def list_objects(self, api_version: str, kind: str, namespace: str | None = None,
+                         label_selector: str | None = None) -> list[dict[str, object]]:
+            if kind == "CronJob":
+                raise ClusterError("listing cronjobs: 404", status=self.status)
+            return [pod("debug", "shop", pod_spec("r/app:1"))] if kind == "Pod" else []
+
+    inventory = asyncio.run(collect(Lister(404)))
+    assert inventory.unserved == ["batch/v1 CronJob"]
+    assert [i.ref.name for i in inventory.items] == ["debug"]
+    try:
+        asyncio.run(collect(Lister(403)))
+    except ClusterError as exc:
+        assert exc.status == 403
+    else:
+        raise AssertionError("a forbidden list must fail the audit")
