@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any
 
 from canrun.spec import Resource, SourceLocation
+from canrun.terminal import printable
 
 #: Where a team hosts the rule pages (a base URL, or a template with ``{rule}``); unset: no links.
 DOCS_URL_ENV = "CANRUN_DOCS_URL"
@@ -150,6 +151,13 @@ class Finding:
     source: SourceLocation | None = None
     #: Structured evidence for machines (paths, modes, trace); never credentials.
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the message and hint quote the image (paths, #! lines, env values): every format prints them
+        for name in ("message", "hint"):
+            text = getattr(self, name)
+            if not text.isprintable():
+                object.__setattr__(self, name, printable(text))
 
     @property
     def docs_url(self) -> str | None:

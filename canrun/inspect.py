@@ -21,6 +21,7 @@ from canrun.checks.users import Identity, resolve_identity
 from canrun.checks.volumes import pod_mounts
 from canrun.errors import UsageError
 from canrun.findings import Finding, Severity
+from canrun.terminal import printable
 from canrun.image.fs import OK, MergedFS, Node, Resolution, permission
 from canrun.image.model import ElfInfo, EntryType, ScriptInfo, UnknownFormat
 from canrun.platform import Platform, elf_machine_name
@@ -292,6 +293,11 @@ def _show(path: str) -> str:
 
 
 def render_text(result: InspectResult) -> str:
+    """The runbook's answer for a terminal; every line goes through ``terminal.printable`` (the image wrote it)."""
+    return "\n".join(printable(line) for line in _text_lines(result).split("\n"))
+
+
+def _text_lines(result: InspectResult) -> str:
     out = [f"image     {result.reference}"]
     if result.digest:
         index = f" (index {result.index_digest})" if result.index_digest else " (single manifest)"
