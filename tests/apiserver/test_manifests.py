@@ -137,7 +137,10 @@ WEBHOOK_MUST_NOT = [
     ("update", "secrets", "canrun", "other"), ("delete", "secrets", "canrun", "canrun-tls"),
     ("patch", "validatingwebhookconfigurations", "", "someone-elses"),
     ("create", "validatingwebhookconfigurations", "", ""),
-    ("patch", "mutatingwebhookconfigurations", "", "canrun"),
+    # its own mutating configuration is granted by the pin component (installed by the tests that apply every
+    # kustomization); never anyone else's
+    ("patch", "mutatingwebhookconfigurations", "", "someone-elses"),
+    ("create", "mutatingwebhookconfigurations", "", ""),
     ("create", "pods", "team-a", ""), ("delete", "pods", "team-a", "x"), ("get", "nodes", "", "n1"),
     ("watch", "namespaces", "", ""), ("update", "namespaces", "", "team-a"),
     ("create", "policyreports.wgpolicyk8s.io", "team-a", ""), ("list", "deployments.apps", "", ""),
