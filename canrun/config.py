@@ -324,6 +324,11 @@ class CacheSettings:
                                                      "help": "file holding the --cache-url password "
                                                              "(e.g. a mounted Secret)"}))
 
+    #: CA bundle that verifies a ``rediss://`` server (default: the system's trust store).
+    ca_file: Path | None = setting(
+        None, flag=Flag(("--cache-ca-file",), {"type": Path, "metavar": "FILE",
+                                               "help": "CA bundle for a rediss:// --cache-url (default: the "
+                                                       "system's)"}))
     #: The Redis password from the environment (``$CANRUN_CACHE_PASSWORD``, e.g. a Secret's ``secretKeyRef``).
     password: str | None = setting(None, env="CANRUN_CACHE_PASSWORD")
 
@@ -336,7 +341,7 @@ class CacheSettings:
 
     def __repr__(self) -> str:
         return (f"CacheSettings(dir={str(self.dir)!r}, enabled={self.enabled}, max_bytes={self.max_bytes}, "
-                f"url={self.shown_url!r}, password_file={self.password_file!r})")
+                f"url={self.shown_url!r}, password_file={self.password_file!r}, ca_file={self.ca_file!r})")
 
     @property
     def shown_url(self) -> str | None:
@@ -354,7 +359,7 @@ class CacheSettings:
         from canrun.image.redis_store import RedisStore, parse_url, read_password
 
         password = read_password(self.password_file) or self.password
-        return RedisStore(parse_url(self.url, password=password))
+        return RedisStore(parse_url(self.url, password=password), ca_file=self.ca_file)
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,74 @@ def test_password_is_used_and_never_shown(tmp_path: Path, catalogue: Catalogue, 
         assert PASSWORD not in caplog.text
     finally:
         server.stop()
+
+
+def test_rediss_verifies_the_server_with_the_given_ca(tmp_path: Path) -> None:
+    from tests.support.tls import make_ca
+
+    ca = make_ca(tmp_path / "ca")
+    leaf = ca.issue(tmp_path / "ca", "redis")
+    server = start_redis(tmp_path / "redis", tls=(leaf.cert, leaf.key))
+    try:
+        import hashlib
+
+        data = b"config bytes"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        trusted = compose("check", {"cache.url": server.url, "cache.ca_file": ca.cert_path,
+                                    "cache.dir": tmp_path / "one"}, environ={})
+        store = trusted.cache.shared_store()
+        Cache(tmp_path / "one", shared=store).put_blob(digest, data)
+        assert store.flush() and store.stats["writes"] == 1, store.stats
+        assert Cache(tmp_path / "two", shared=store).get_blob(digest) == data
+        store.close()
+
+        # without the CA, the server's certificate is refused: a miss and an error, never a plain-text fallback
+        untrusted = compose("check", {"cache.url": server.url, "cache.dir": tmp_path / "three"}, environ={})
+        other = untrusted.cache.shared_store()
+        assert Cache(tmp_path / "three", shared=other).get_blob(digest) is None
+        assert other.stats["errors"] == 1 and other.stats["hits"] == 0, other.stats
+        other.close()
+    finally:
+        server.stop()
+
+
+def test_cache_url_in_the_config_file_and_its_mistakes(tmp_path: Path) -> None:
+    from canrun.config_file import load_config
+
+    good = tmp_path / "good.yaml"
+    good.write_text("cache_url: redis://cache.internal:6380/2\n")
+    settings = compose("check", {}, load_config(good), environ={"CANRUN_CACHE_URL": "redis://from-env:6379/0"})
+    assert settings.cache.url == "redis://cache.internal:6380/2"  # the file over the environment
+    assert settings.was_given("cache.url")
+    flagged = compose("check", {"cache.url": "redis://flag:6379/0"}, load_config(good), environ={})
+    assert flagged.cache.url == "redis://flag:6379/0"  # the flag over the file
+    assert compose("check", {}, environ={"CANRUN_CACHE_URL": "rediss://env:6379/1"}).cache.url == \
+        "rediss://env:6379/1"
+
+    with_password = tmp_path / "secret.yaml"
+    with_password.write_text(f"cache_url: redis://:{PASSWORD}@cache:6379/0\n")
+    with pytest.raises(CanrunError) as refused:
+        load_config(with_password)
+    assert "cache_url" in str(refused.value) and PASSWORD not in str(refused.value), refused.value
+
+    for text, needle in (("http://cache:6379/0", "redis://"), ("redis://cache:6379/zero", "database"),
+                         ("redis://cache:99999/0", "redis://")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(f"cache_url: {text}\n")
+        with pytest.raises(CanrunError) as error:
+            load_config(bad)
+        assert str(error.value).startswith(f"{bad}: cache_url: ") and needle in str(error.value), error.value
+
+
+def test_a_bad_cache_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: x}]}\n")
+    proc = subprocess.run([sys.executable, "-m", "canrun", "check", "-f", str(manifest), "--cache-url",
+                           f"memcached://:{PASSWORD}@cache:11211"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--cache-url" in proc.stderr, proc.stderr
+    assert PASSWORD not in proc.stderr + proc.stdout

@@ -22,24 +22,31 @@ class RunningRedis:
     port: int
     workdir: Path
     password: str | None = None
+    #: (certificate, key) to serve TLS only (``rediss://``).
+    tls: tuple[Path, Path] | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RunningRedis:
         args = [str(self.binary), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
                 "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            cert, key = self.tls
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                     "--tls-auth-clients", "no"]
         log = open(self.workdir / "redis.log", "ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-2000:]}")
-            if self._answers():
+            if self._answers() if self.tls is None else self._listening():
                 return self
             time.sleep(0.05)
         self.stop()
@@ -54,6 +61,13 @@ class RunningRedis:
             return False
         return reply.startswith((b"+PONG", b"-NOAUTH"))
 
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
     def stop(self) -> None:
         proc = self.process
         if proc is not None and proc.poll() is None:
@@ -66,7 +80,7 @@ class RunningRedis:
         self.process = None
 
 
-def start_redis(workdir: Path, *, password: str | None = None) -> RunningRedis:
+def start_redis(workdir: Path, *, password: str | None = None, tls: tuple[Path, Path] | None = None) -> RunningRedis:
     binary = tools.find("redis-server").require()
     workdir.mkdir(parents=True, exist_ok=True)
-    return RunningRedis(binary, free_port(), workdir, password).start()
+    return RunningRedis(binary, free_port(), workdir, password, tls).start()
