@@ -173,10 +173,15 @@ class RedisStore:
         kwargs: dict[str, object] = {}
         if url.tls:
             kwargs.update(ssl=True, ssl_ca_certs=str(ca_file) if ca_file else None)
-        self._client = redis.Redis(
-            host=url.host, port=url.port, db=url.db, username=url.username, password=url.password,
-            socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0, max_connections=32, **kwargs)
+        def client(read_timeout: float, connections: int) -> redis.Redis:
+            return redis.Redis(
+                host=url.host, port=url.port, db=url.db, username=url.username, password=url.password,
+                socket_timeout=read_timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+                health_check_interval=0, max_connections=connections, **kwargs)
+
+        self._client = client(timeout, 32)
+        #: The writer's own connection: nobody waits on it, so a large SET over a slow link may take longer.
+        self._writer_client = client(max(1.0, 10 * timeout), 1)
         self.breaker = _Breaker(BREAKER_FAILURES, BREAKER_SECONDS)
         self.stats: dict[str, int] = dict.fromkeys(
             ("hits", "misses", "errors", "timeouts", "skipped", "writes", "refused", "dropped"), 0)
@@ -243,10 +248,11 @@ class RedisStore:
             except queue.Full:
                 pass
             writer.join(timeout=max(0.1, timeout))
-        try:
-            self._client.close()
-        except self._redis_errors:
-            pass
+        for client in (self._client, self._writer_client):
+            try:
+                client.close()
+            except self._redis_errors:
+                pass
 
     # ------------------------------------------------------------------ internals
     def _count(self, event: str, n: int = 1) -> None:
@@ -290,10 +296,10 @@ class RedisStore:
                 try:
                     if op == "set":
                         ttl = self.tag_ttl if key.startswith("tags/") else self.content_ttl
-                        self._client.set(KEY_PREFIX + key, data, ex=ttl)  # type: ignore[arg-type]
+                        self._writer_client.set(KEY_PREFIX + key, data, ex=ttl)  # type: ignore[arg-type]
                         self._count("writes")
                     else:
-                        self._client.delete(KEY_PREFIX + key)
+                        self._writer_client.delete(KEY_PREFIX + key)
                 except self._redis_errors as exc:
                     self._failed(exc)
                     continue
