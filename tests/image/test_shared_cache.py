@@ -305,3 +305,29 @@ def test_a_bad_cache_url_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc
     assert len(proc.stderr.strip().splitlines()) == 1 and "--cache-url" in proc.stderr, proc.stderr
     assert PASSWORD not in proc.stderr + proc.stdout
+
+
+def test_values_are_bounded_and_expire(tmp_path: Path, redis_server: RunningRedis) -> None:
+    import hashlib
+
+    store = RedisStore(parse_url(redis_server.url), max_value_bytes=1000, content_ttl=3600)
+    cache = Cache(tmp_path / "one", shared=store)
+    small, large = b"s" * 500, b"l" * 2000
+    small_digest = "sha256:" + hashlib.sha256(small).hexdigest()
+    large_digest = "sha256:" + hashlib.sha256(large).hexdigest()
+    cache.put_blob(small_digest, small)
+    cache.put_blob(large_digest, large)
+    cache.put_tag("127.0.0.1:5000/app:v1", small_digest, "application/vnd.oci.image.manifest.v1+json")
+    assert store.flush()
+    assert store.stats["refused"] == 1 and store.stats["writes"] == 2, store.stats
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.exists(KEY_PREFIX + "blobs/sha256/" + large_digest[7:]) == 0  # the large one stayed local
+    assert 3500 < client.ttl(KEY_PREFIX + "blobs/sha256/" + small_digest[7:]) <= 3600
+    [tag] = client.keys(KEY_PREFIX + "tags/*")
+    assert 0 < client.ttl(tag) <= 300
+
+    # a value over the bound that another writer put there is a miss
+    client.set(KEY_PREFIX + "blobs/sha256/" + large_digest[7:], large, ex=60)
+    assert Cache(tmp_path / "two", shared=store).get_blob(large_digest) is None
+    assert Cache(tmp_path / "three", shared=store).get_blob(small_digest) == small
+    store.close()
