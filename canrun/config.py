@@ -21,6 +21,7 @@ cannot drift.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -309,6 +310,56 @@ class CacheSettings:
                                            "help": "bound of the on-disk cache, e.g. 768Mi (default 2Gi); pruned "
                                                    "to 80%% when over. In a pod, keep it below the cache "
                                                    "volume's sizeLimit"}))
+    #: A Redis every replica (and CI runs, and the audit) shares beside the local directory: records are written
+    #: to both, read from the directory first, then Redis (``image/redis_store.py``).  None: local only.
+    url: str | None = setting(
+        None, file="cache_url", env="CANRUN_CACHE_URL",
+        flag=Flag(("--cache-url",), {"metavar": "URL",
+                                     "help": "share the cache through Redis: redis://HOST[:PORT][/DB] or "
+                                             "rediss:// (TLS); the password from the URL, "
+                                             "--cache-password-file or $CANRUN_CACHE_PASSWORD"}))
+    #: A file holding the Redis password (a mounted Secret); else ``$CANRUN_CACHE_PASSWORD``, else the URL's.
+    password_file: Path | None = setting(
+        None, flag=Flag(("--cache-password-file",), {"type": Path, "metavar": "FILE",
+                                                     "help": "file holding the --cache-url password "
+                                                             "(e.g. a mounted Secret)"}))
+
+    #: CA bundle that verifies a ``rediss://`` server (default: the system's trust store).
+    ca_file: Path | None = setting(
+        None, flag=Flag(("--cache-ca-file",), {"type": Path, "metavar": "FILE",
+                                               "help": "CA bundle for a rediss:// --cache-url (default: the "
+                                                       "system's)"}))
+    #: The Redis password from the environment (``$CANRUN_CACHE_PASSWORD``, e.g. a Secret's ``secretKeyRef``).
+    password: str | None = setting(None, env="CANRUN_CACHE_PASSWORD")
+
+    def __post_init__(self) -> None:
+        if self.url is not None:
+            from canrun.image.redis_store import parse_url
+
+            # a typo is a usage error at start-up; the passwords are remembered for redaction
+            parse_url(self.url, password=self.password)
+
+    def __repr__(self) -> str:
+        return (f"CacheSettings(dir={str(self.dir)!r}, enabled={self.enabled}, max_bytes={self.max_bytes}, "
+                f"url={self.shown_url!r}, password_file={self.password_file!r}, ca_file={self.ca_file!r})")
+
+    @property
+    def shown_url(self) -> str | None:
+        """``url`` as it may be logged: without its password."""
+        if self.url is None:
+            return None
+        from canrun.image.redis_store import parse_url, safe_url
+
+        return safe_url(parse_url(self.url))
+
+    def shared_store(self) -> Any:
+        """The ``RedisStore`` of ``url`` (None without one); imports the client only when there is a URL."""
+        if self.url is None or not self.enabled:
+            return None
+        from canrun.image.redis_store import RedisStore, parse_url, read_password
+
+        password = read_password(self.password_file) or self.password
+        return RedisStore(parse_url(self.url, password=password), ca_file=self.ca_file)
 
 
 @dataclass(frozen=True)
@@ -420,6 +471,8 @@ class FileConfig:
     exceptions: tuple[Exemption, ...] = ()
     #: ``registries.backend``: ``native`` or ``crane``.
     registry_backend: str | None = None
+    #: ``cache_url``: the Redis every replica shares.
+    cache_url: str | None = None
 
 
 def _groups() -> list[tuple[str, type]]:
@@ -546,7 +599,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
             backend = CredentialBackend(backend, providers)
         mirrors = settings.registry.mirrors
         backend = MirroredBackend(backend, mirrors) if mirrors else backend
-        cache = Cache(settings.cache.dir, max_bytes=settings.cache.max_bytes) if settings.cache.enabled else None
+        cache = Cache(settings.cache.dir, max_bytes=settings.cache.max_bytes,
+                      shared=settings.cache.shared_store()) if settings.cache.enabled else None
         store = ImageStore(backend, cache=cache, limits=settings.limits, snapshotter=settings.nodes.snapshotter)
         yield Engine(settings, client, store,
                      Validator(store, runtime=settings.nodes.runtime, strict=settings.policy.strict,
@@ -555,6 +609,8 @@ async def open_engine(settings: Settings, *, extra_blocked: tuple[str, ...] = ()
     finally:
         if store is not None:
             await store.aclose()  # reads still running end before the client they use is closed
+            if store.cache is not None:
+                await asyncio.to_thread(store.cache.close)  # the shared store's queued writes, within a bound
         await client.aclose()
         if bundle is not None:
             bundle.unlink(missing_ok=True)

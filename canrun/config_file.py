@@ -19,6 +19,7 @@ over built-in defaults.  The format is documented in docs/configuration-file.md:
     rules:
       not-verified: off
       image-unresolvable: error
+    cache_url: redis://canrun-redis:6379/0   # a cache shared with every replica (no password here)
 
 Every mistake is one line naming the file and the key
 (``/repo/.canrun.yaml: rules.command-nt-found: unknown rule id …``), because a
@@ -118,6 +119,7 @@ class _File(BaseModel):
         default_factory=dict)
     exclude: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     exceptions: list[_Exception] = Field(default_factory=list)
+    cache_url: str | None = None
 
 
 def discover(cwd: Path) -> FileConfig:
@@ -250,6 +252,17 @@ def _convert(path: Path, model: _File) -> FileConfig:
             rules=frozenset(entry.rules), origin=f"{key} of {path.name}", namespace=entry.namespace, kind=entry.kind,
             name=entry.workload, image=entry.image, expires=entry.expires, reason=entry.reason))
 
+    if model.cache_url is not None:
+        from canrun.image.redis_store import parse_url
+
+        try:
+            url = parse_url(model.cache_url)
+        except UsageError as exc:
+            url = None
+            problems.append(f"cache_url: {str(exc).removeprefix('--cache-url: ')}")
+        if url is not None and url.password:
+            problems.append("cache_url: a checked-in file must not hold the Redis password; give it with "
+                            "--cache-password-file or $CANRUN_CACHE_PASSWORD")
     if problems:
         raise UsageError(_problems(path, problems))
     return FileConfig(
@@ -260,7 +273,8 @@ def _convert(path: Path, model: _File) -> FileConfig:
         hosts_dir=relative(model.registries.hosts_dir),
         credential_provider_config=relative(model.registries.credential_provider_config),
         credential_provider_bin_dir=relative(model.registries.credential_provider_bin_dir), mirrors=mirrors, rules=rules,
-        exclude=tuple(model.exclude), exceptions=tuple(exceptions), registry_backend=model.registries.backend)
+        exclude=tuple(model.exclude), exceptions=tuple(exceptions), registry_backend=model.registries.backend,
+        cache_url=model.cache_url)
 
 
 def _rule_hint(rule_id: str) -> str:

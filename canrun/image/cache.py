@@ -11,9 +11,13 @@ Layout of the keys (the file store puts each under its root, default
 
 ``Cache`` decides what is kept under which key and what a hit must satisfy;
 where the bytes live is a ``BlobStore``: four calls (read, write, discard,
-prune), so a shared store can sit beside ``FileStore``.  Anything unreadable
-(truncated, corrupt, an older format version, a blob whose hash does not
-match) is a miss: the record is discarded and the caller re-fetches.
+prune).  A second, ``shared`` store (``image/redis_store.py``, one for every
+replica) may sit beside the local one: every record is written to both and
+read from the local store first, then the shared one; a shared hit is
+verified like a local one and then copied to the local store.  Anything
+unreadable (truncated, corrupt, an older format version, a blob whose hash
+does not match) is a miss in the store it came from: the record is discarded
+there and the next store (or the registry) is asked.
 
 ``FileStore``: every write goes to a temp file in the target directory and is
 ``os.replace``d into place, so a reader sees the old file, the new one or none,
@@ -185,9 +189,53 @@ class Cache:
         tag_ttl: float = DEFAULT_TAG_TTL,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         store: BlobStore | None = None,
+        shared: BlobStore | None = None,
     ) -> None:
         self.store: BlobStore = store if store is not None else FileStore(root, max_bytes=max_bytes)
+        #: The store every replica shares (Redis), read after ``store`` misses; None: local only.
+        self.shared = shared
         self.tag_ttl = tag_ttl
+
+    def _read(self, key: str, accept: Callable[[bytes], T | None], *, touch: bool = True) -> T | None:
+        """The first record of ``key`` that ``accept`` takes (local store, then shared), or None.
+
+        ``accept`` returns the decoded value, None for a record that is sound but not usable (an expired
+        tag), or raises ``CorruptRecord``: that record is discarded from its store.  A shared record
+        accepted is copied, byte for byte, to the local store.
+        """
+        for store in (self.store, self.shared):
+            if store is None:
+                continue
+            data = store.read(key, touch=touch)
+            if data is None:
+                continue
+            try:
+                value = accept(data)
+            except CorruptRecord:
+                store.discard(key)
+                continue
+            if value is None:
+                continue
+            if store is self.shared:
+                self.store.write(key, data)
+            return value
+        return None
+
+    def _write(self, key: str, data: bytes) -> None:
+        self.store.write(key, data)
+        if self.shared is not None:
+            self.shared.write(key, data)
+
+    def _discard(self, key: str) -> None:
+        self.store.discard(key)
+        if self.shared is not None:
+            self.shared.discard(key)
+
+    def close(self) -> None:
+        """Let the shared store finish (a bounded wait for its queued writes) and release it."""
+        close = getattr(self.shared, "close", None)
+        if close is not None:
+            close()
 
     @property
     def root(self) -> Path | None:
@@ -216,21 +264,14 @@ class Cache:
         """Drop a view its caller found inconsistent with the manifest (a miss from then on)."""
         key = content_key("views", manifest_digest, f".{snapshotter}.fsv")
         if key is not None:
-            self.store.discard(key)
+            self._discard(key)
 
     def _get_decoded(self, kind: str, digest: str, suffix: str, decode: Callable[[bytes, str], T]) -> T | None:
         """A derived record by digest; anything undecodable is a miss, and removed."""
         key = content_key(kind, digest, suffix)
         if key is None:
             return None
-        data = self.store.read(key)
-        if data is None:
-            return None
-        try:
-            return decode(data, digest)
-        except CorruptRecord:
-            self.store.discard(key)
-            return None
+        return self._read(key, lambda data: decode(data, digest))
 
     def _put_encoded(self, kind: str, digest: str, suffix: str, encode: Callable[[], bytes]) -> None:
         key = content_key(kind, digest, suffix)
@@ -240,7 +281,7 @@ class Cache:
             data = encode()
         except (struct.error, OverflowError, ValueError):
             return  # a record the format cannot hold (a number beyond its field) is not cached: only slower
-        self.store.write(key, data)
+        self._write(key, data)
 
     # ------------------------------------------------------------ blobs
     def get_blob(self, digest: str) -> bytes | None:
@@ -248,13 +289,13 @@ class Cache:
         key = content_key("blobs", digest, "")
         if key is None:
             return None
-        data = self.store.read(key)
-        if data is None:
-            return None
-        if not _matches(digest, data):
-            self.store.discard(key)
-            return None
-        return data
+
+        def verified(data: bytes) -> bytes:
+            if not _matches(digest, data):
+                raise CorruptRecord(f"content does not match {digest}")
+            return data
+
+        return self._read(key, verified)
 
     def put_blob(self, digest: str, data: bytes) -> None:
         """Store verified content; content that does not match ``digest`` is refused (ValueError)."""
@@ -263,31 +304,32 @@ class Cache:
             return
         if not _matches(digest, data):
             raise ValueError(f"refusing to cache content that does not match {digest}")
-        self.store.write(key, data)
+        self._write(key, data)
 
     # ------------------------------------------------------------ tags
     def get_tag(self, key: str, *, ttl: float | None = None) -> tuple[str, str] | None:
         """(digest, media type) stored for a tag reference less than ``ttl`` seconds ago."""
-        name = tag_key(key)
-        data = self.store.read(name, touch=False)
-        if data is None:
-            return None
-        try:
-            record = json.loads(data)
-            stored, digest, media_type = float(record["stored"]), record["digest"], record["media_type"]
-            if record["key"] != key or not isinstance(digest, str) or not isinstance(media_type, str):
-                raise ValueError("mismatched record")
-        except (ValueError, KeyError, TypeError):
-            self.store.discard(name)
-            return None
-        age = time.time() - stored
-        if age > (self.tag_ttl if ttl is None else ttl) or age < -60:
-            return None
-        return digest, media_type
+        limit = self.tag_ttl if ttl is None else ttl
+
+        def fresh(data: bytes) -> tuple[str, str] | None:
+            try:
+                record = json.loads(data)
+                stored, digest, media_type = float(record["stored"]), record["digest"], record["media_type"]
+                if record["key"] != key or not isinstance(digest, str) or not isinstance(media_type, str) \
+                        or not is_digest(digest):
+                    raise ValueError("mismatched record")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CorruptRecord(str(exc)) from exc
+            age = time.time() - stored
+            if age > limit or age < -60:
+                return None
+            return digest, media_type
+
+        return self._read(tag_key(key), fresh, touch=False)
 
     def put_tag(self, key: str, digest: str, media_type: str) -> None:
         record = {"key": key, "digest": digest, "media_type": media_type, "stored": time.time()}
-        self.store.write(tag_key(key), json.dumps(record).encode())
+        self._write(tag_key(key), json.dumps(record).encode())
 
     # ------------------------------------------------------------ housekeeping
     def prune(self, max_bytes: int | None = None) -> int:

@@ -306,7 +306,7 @@ class ImageStore:
     async def _top_descriptor(self, ref: Reference) -> Descriptor:
         key = f"{ref.registry}/{ref.repository}:{ref.tag}"
         if ref.digest is None and self.cache is not None:
-            hit = self.cache.get_tag(key)
+            hit = await self._cache_read(self.cache.get_tag, key)
             if hit is not None:
                 digest, media_type = hit
                 return Descriptor(media_type=media_type, digest=digest, size=-1)
@@ -315,9 +315,15 @@ class ImageStore:
             self.cache.put_tag(key, descriptor.digest, descriptor.media_type)
         return descriptor
 
+    async def _cache_read(self, read: Callable[[str], T], key: str) -> T:
+        """A small cache read: inline from the local disk, off the event loop when a shared store may be asked."""
+        if self.cache is not None and self.cache.shared is not None:
+            return await asyncio.to_thread(read, key)
+        return read(key)
+
     async def _manifest_body(self, ref: Reference, descriptor: Descriptor) -> bytes:
         if self.cache is not None:
-            cached = self.cache.get_blob(descriptor.digest)
+            cached = await self._cache_read(self.cache.get_blob, descriptor.digest)
             if cached is not None:
                 return cached
         fetched, body = await self.backend.manifest(ref, descriptor.digest)
@@ -411,7 +417,7 @@ class ImageStore:
 
     async def _config_blob(self, ref: Reference, descriptor: Descriptor) -> bytes:
         if self.cache is not None:
-            cached = self.cache.get_blob(descriptor.digest)
+            cached = await self._cache_read(self.cache.get_blob, descriptor.digest)
             if cached is not None:
                 return cached
         body = await self.backend.blob(ref, descriptor.digest, max_size=self.limits.max_config_bytes)

@@ -144,7 +144,8 @@ async def run(settings: Settings, options: ServeOptions, *, started: Callable[[s
             assert engine is not None
             metrics = Metrics()
             metrics.watch_engine(lambda: getattr(holder.current.client, "stats", {}),
-                                 lambda: holder.current.store.stats)
+                                 lambda: holder.current.store.stats,
+                                 lambda: getattr(holder.current.store.cache, "shared", None))
             service = AdmissionService(engine.validator, pool, settings=webhook, cluster=cluster, metrics=metrics)
 
             def switch(new: Engine) -> None:
@@ -157,9 +158,10 @@ async def run(settings: Settings, options: ServeOptions, *, started: Callable[[s
                 extra.append(holder.watch)
             app = create_app(service)
             host, port = sock.getsockname()[:2]
-            log.info("canrun webhook listening on https://%s:%s (default mode %s, deadline %ss, %s)", host, port,
+            log.info("canrun webhook listening on https://%s:%s (default mode %s, deadline %ss, %s%s)", host, port,
                      webhook.default_mode, webhook.deadline,
-                     "node watch" if watcher else "platforms " + ",".join(str(p) for p in settings.nodes.platforms))
+                     "node watch" if watcher else "platforms " + ",".join(str(p) for p in settings.nodes.platforms),
+                     f", shared cache {settings.cache.shown_url}" if settings.cache.url else "")
             await serve(app, tls, sock=sock, host=options.host, port=options.port, log_level=options.log_level,
                         started=(lambda: started(f"https://{host}:{port}")) if started else None, also=extra)
     finally:

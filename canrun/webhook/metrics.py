@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -28,9 +28,11 @@ class _EngineCollector(Collector):
     """Reads the engine's own counters when Prometheus scrapes."""
 
     def __init__(self, registry_stats: Callable[[], Any],
-                 store_stats: Callable[[], Mapping[str, int]]) -> None:
+                 store_stats: Callable[[], Mapping[str, int]],
+                 shared_cache: Callable[[], Any] | None = None) -> None:
         self._registry_stats = registry_stats
         self._store_stats = store_stats
+        self._shared_cache = shared_cache
 
     def collect(self) -> Iterable[Metric]:
         errors = CounterMetricFamily("canrun_registry_errors", "Registry requests that failed, by host and status",
@@ -48,6 +50,18 @@ class _EngineCollector(Collector):
         yield requests
         yield errors
         yield store
+        shared = self._shared_cache() if self._shared_cache is not None else None
+        if shared is not None:
+            events = CounterMetricFamily(
+                "canrun_shared_cache", "Shared (Redis) cache calls: hits, misses, errors, timeouts, skipped while "
+                "the breaker is open, writes, writes refused (too large) or dropped (queue full, Redis down)",
+                labels=["event"])
+            for event, count in sorted(shared.stats.items()):
+                events.add_metric([event], count)
+            yield events
+            yield GaugeMetricFamily("canrun_shared_cache_breaker_open",
+                                    "1 while the shared cache is not called after repeated failures",
+                                    value=1 if shared.breaker.open else 0)
 
 
 def _host_status(stats: Any) -> dict[tuple[str, str], int]:
@@ -89,8 +103,10 @@ class Metrics:
                               ["outcome"], registry=self.registry)
 
     def watch_engine(self, registry_stats: Callable[[], Any],
-                     store_stats: Callable[[], Mapping[str, int]]) -> None:
-        self.registry.register(_EngineCollector(registry_stats, store_stats))
+                     store_stats: Callable[[], Mapping[str, int]],
+                     shared_cache: Callable[[], Any] | None = None) -> None:
+        """``shared_cache``: the image cache's shared store (``stats`` and ``breaker.open``), or None."""
+        self.registry.register(_EngineCollector(registry_stats, store_stats, shared_cache))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -504,8 +504,6 @@ def test_redis_cache_component_is_valid_and_reachable_only_by_canrun(tmp_path: P
 
 
 @needs_kubectl
-@pytest.mark.xfail(not _serve_has("--cache-url"), strict=True,
-                   reason="canrun serve has no --cache-url yet (the shared-cache work adds it)")
 def test_redis_cache_component_flags_are_accepted_by_serve(tmp_path: Path) -> None:
     objs = with_components(tmp_path, "redis-cache")
     [(_, argv)] = effective_argv(find(objs, "Deployment"), image_config())
