@@ -157,7 +157,7 @@ class Finding:
         for name in ("message", "hint"):
             text = getattr(self, name)
             if not text.isprintable():
-                object.__setattr__(self, name, printable(text))
+                object.__setattr__(self, name, printable(text, keep="\n\r\t"))
 
     @property
     def docs_url(self) -> str | None:
