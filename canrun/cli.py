@@ -38,6 +38,19 @@ class _Parser(argparse.ArgumentParser):
 COMMANDS = ("check", "inspect", "audit", "serve", "certs", "completion", "explain")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the commit is looked up (two git calls) only when it is asked for, not on every command."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show canrun's version and exit") -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser._print_message(f"canrun {version_string()}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with ``only``, the other subcommands get no options.
 
@@ -47,7 +60,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     The settings' flags come from their declarations in ``config`` (``add_flags``).
     """
     parser = _Parser(prog="canrun", description="Predict ContainerCannotRun before it happens.")
-    parser.add_argument("--version", action="version", version=f"canrun {version_string()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def wanted(name: str) -> bool:
