@@ -45,7 +45,7 @@ from canrun.image.codec import CorruptRecord, SavedView, decode_index, decode_vi
 from canrun.image.frozen import FrozenMergedFS
 from canrun.image.layout import OVERLAYFS
 from canrun.image.model import LayerIndex
-from canrun.registry.reference import is_digest
+from canrun.registry.reference import HASHES, is_digest
 
 T = TypeVar("T")
 
@@ -53,7 +53,6 @@ DEFAULT_TAG_TTL = 300.0
 DEFAULT_MAX_BYTES = 2 << 30
 PRUNE_INTERVAL = 600.0
 
-_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 _KINDS = ("layers", "views", "blobs", "tags")
 
 
@@ -351,7 +350,7 @@ def tag_key(key: str) -> str:
 
 def _matches(digest: str, data: bytes) -> bool:
     algorithm, _, expected = digest.partition(":")
-    return _HASHES[algorithm](data).hexdigest() == expected
+    return HASHES[algorithm](data).hexdigest() == expected
 
 
 __all__ = ["BlobStore", "Cache", "FileStore", "content_key", "decode_index", "decode_view", "default_root",

@@ -21,7 +21,6 @@ header.  This module only speaks the API: ``/v2/<repo>/manifests/<ref>`` and
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -39,7 +38,7 @@ from canrun.registry.auth import Keychain, RegistryAuth, default_docker_config, 
 from canrun.registry.base import Descriptor
 from canrun.registry.hosts import HostTable
 from canrun.registry.mediatypes import ACCEPT, SCHEMA1_TYPES
-from canrun.registry.reference import Reference, validate_digest
+from canrun.registry.reference import HASHES, Reference, validate_digest
 from canrun.registry.settings import RegistrySettings, RegistryStats
 from canrun.registry.ssrf import is_loopback_host
 from canrun.registry.transport import Transport, hostport, origin
@@ -53,16 +52,15 @@ MAX_ERROR_BODY = 16 << 10
 STREAM_PIECE = 1 << 20
 #: Slowest layer transfer canrun waits for (bytes/s, on average from the start, after one ``timeout``).
 MIN_TRANSFER_RATE = 256 << 10
-_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 
 def _digest_of(data: bytes, algorithm: str) -> str:
-    return f"{algorithm}:{_HASHES[algorithm](data).hexdigest()}"
+    return f"{algorithm}:{HASHES[algorithm](data).hexdigest()}"
 
 
 def _hasher(digest: str) -> Any:
     algo = digest.split(":", 1)[0]
-    factory = _HASHES.get(algo)
+    factory = HASHES.get(algo)
     if factory is None:
         raise UnsupportedManifest(f"digest algorithm {algo!r} is not supported (sha256, sha512)")
     return factory()

@@ -22,8 +22,11 @@ variables, uppercase letters) because that is what users actually get wrong.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from canrun.errors import InvalidReference
 
@@ -42,6 +45,8 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST_GRAMMAR = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 #: Digest algorithms canrun can verify, with their hex length.
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+#: The hash behind each digest algorithm canrun verifies (the same two as ``DIGEST``).
+HASHES: dict[str, Callable[..., Any]] = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 #: A digest canrun can verify (use with ``fullmatch``): the one digest pattern of the whole package.
 DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _ANY_HEX64 = re.compile(r"[a-f0-9]{64}")
