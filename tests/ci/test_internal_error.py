@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from canrun import cli
-from canrun import validator as validator_module
+from tests.support.bugs import inject_bug
 from tests.support.images import Catalogue
 
 pytestmark = pytest.mark.registry
@@ -38,14 +38,7 @@ spec:
 def buggy_checks(monkeypatch: pytest.MonkeyPatch, catalogue: Catalogue) -> str:
     """Make the checks raise for the whiteout image only; returns that image's reference."""
     broken = catalogue.ref("whiteout")
-    real = validator_module.check_container
-
-    def check_container(ctx: Any) -> Any:
-        if ctx.container.image == broken:
-            raise RuntimeError("injected bug")
-        return real(ctx)
-
-    monkeypatch.setattr(validator_module, "check_container", check_container)
+    inject_bug(monkeypatch, broken)
     return broken
 
 

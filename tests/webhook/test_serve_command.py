@@ -9,6 +9,8 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,28 @@ from tests.webhook.conftest import container, pod, review
 pytestmark = pytest.mark.registry
 
 
+@contextmanager
+def _ready_client(proc: subprocess.Popen[bytes], certs: Path, port: int) -> Iterator[httpx.Client]:
+    """A client trusting the CA ``canrun serve`` generated, once the server says it is ready (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not (certs / "ca.crt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    verify = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30) as client:
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "canrun serve did not become ready"
+            time.sleep(0.1)
+        yield client
+
+
 def test_serve_standalone_with_a_generated_certificate(tmp_path: Path, catalogue: Catalogue) -> None:
     port = free_port()
     certs = tmp_path / "certs"
@@ -31,21 +55,7 @@ def test_serve_standalone_with_a_generated_certificate(tmp_path: Path, catalogue
          str(certs), "--platform", "linux/amd64", "--mode", "enforce", "--insecure-registry", catalogue.host],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parents[2])
     try:
-        deadline = time.monotonic() + 30
-        while not (certs / "ca.crt").exists() or proc.poll() is not None:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        verify = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30) as client:
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "canrun serve did not become ready"
-                time.sleep(0.1)
+        with _ready_client(proc, certs, port) as client:
             body = review(pod([container(catalogue.ref("whiteout"), name="server")], name="web"))
             answer = client.post("/validate", json=body).json()["response"]
         assert answer["allowed"] is False and "command-not-found" in answer["status"]["message"]
@@ -130,21 +140,7 @@ def test_serve_applies_a_changed_config_file_without_a_restart(tmp_path: Path, c
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=Path(__file__).parents[2])
     body = review(pod([container(catalogue.ref("whiteout"), name="server")], name="web", namespace="legacy"))
     try:
-        deadline = time.monotonic() + 30
-        while not (certs / "ca.crt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        verify = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30) as client:
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "canrun serve did not become ready"
-                time.sleep(0.1)
+        with _ready_client(proc, certs, port) as client:
 
             def answer() -> dict[str, Any]:
                 return client.post("/validate", json=body).json()["response"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.bugs import inject_bug
 from tests.support.images import Catalogue
 from tests.webhook.conftest import (
     SlowProxy,
@@ -341,17 +342,8 @@ def test_rotated_certificate_is_served_to_new_connections(hook: Webhook) -> None
 @pytest.fixture
 def buggy_checks(monkeypatch: pytest.MonkeyPatch, catalogue: Catalogue) -> str:
     """The checks raise for the busybox image (which runs): an internal error, not a verdict."""
-    from canrun import validator as validator_module
-
     broken = catalogue.ref("busybox-amd64")
-    real = validator_module.check_container
-
-    def check_container(ctx: Any) -> Any:
-        if ctx.container.image == broken:
-            raise RuntimeError("injected bug")
-        return real(ctx)
-
-    monkeypatch.setattr(validator_module, "check_container", check_container)
+    inject_bug(monkeypatch, broken)
     return broken
 
 
